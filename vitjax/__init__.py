@@ -1,0 +1,10 @@
+"""vitjax: pretraining vision and multimodal transformers in JAX/Flax across TPU/GPU meshes."""
+__version__ = "0.1.0"
+
+from vitjax.registry import create_model, list_models  # noqa: F401
+
+
+def load(workdir: str, step: int | None = None):
+    """``(config, model, params)`` from a workdir's latest (or given) checkpoint. See ``vitjax.checkpoint``."""
+    from vitjax.checkpoint import load_workdir
+    return load_workdir(workdir, step)

@@ -1,0 +1,52 @@
+"""Position embeddings: fixed 2-D sin-cos tables and resizing of learned tables to a new grid."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
+    """[len(positions), dim]: sin half then cos half, frequencies 1/10000^(i/(dim/2)) (MAE's form)."""
+    if dim % 2:
+        raise ValueError(f"sin-cos embedding needs an even dim, got {dim}")
+    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+    out = np.einsum("m,d->md", positions.reshape(-1).astype(np.float64), omega)
+    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+
+def sincos_2d(dim: int, grid_h: int, grid_w: int) -> np.ndarray:
+    """[grid_h * grid_w, dim] fixed 2-D table, row-major over (h, w).
+
+    Follows MAE's ``get_2d_sincos_pos_embed`` (He et al. 2021, code release) exactly, which HF
+    ViTMAE reproduces: the first half of the channels encodes the column (w) index, the second the
+    row (h) index.
+    """
+    if dim % 4:
+        raise ValueError(f"2-D sin-cos embedding needs dim divisible by 4, got {dim}")
+    gw, gh = np.meshgrid(np.arange(grid_w, dtype=np.float64), np.arange(grid_h, dtype=np.float64))
+    emb_w = sincos_1d(dim // 2, gw)
+    emb_h = sincos_1d(dim // 2, gh)
+    return np.concatenate([emb_w, emb_h], axis=1).astype(np.float32)
+
+
+def resize_posemb(posemb: jax.Array | np.ndarray, num_prefix: int, old_grid: tuple[int, int],
+                  new_grid: tuple[int, int]) -> np.ndarray:
+    """Resizes a learned table ``[1, num_prefix + gh*gw, D]`` to a new patch grid (bilinear).
+
+    Prefix tokens (class / distillation) keep their embeddings; the patch part is interpolated, as
+    for fine-tuning at a higher resolution (Dosovitskiy et al. 2021, sec. 3.2).
+    """
+    posemb = np.asarray(posemb)
+    if posemb.ndim != 3 or posemb.shape[1] != num_prefix + old_grid[0] * old_grid[1]:
+        raise ValueError(
+            f"position embedding of shape {posemb.shape} does not hold {num_prefix} prefix tokens "
+            f"plus a {old_grid[0]}x{old_grid[1]} grid")
+    if tuple(old_grid) == tuple(new_grid):
+        return posemb
+    prefix, grid = posemb[:, :num_prefix], posemb[:, num_prefix:]
+    dim = grid.shape[-1]
+    grid = grid.reshape(old_grid[0], old_grid[1], dim)
+    grid = jax.image.resize(jnp.asarray(grid, jnp.float32), (new_grid[0], new_grid[1], dim), "bilinear")
+    grid = np.asarray(grid, dtype=posemb.dtype).reshape(1, new_grid[0] * new_grid[1], dim)
+    return np.concatenate([prefix, grid], axis=1)
