@@ -31,7 +31,6 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("mlp", "tensor"),
     ("heads", "tensor"),
     ("kv", None),
-    ("patch", None),        # the (height, width, channel) input dims of the patch projection
     ("classes", None),
     ("posemb_len", None),
     ("norm", None),

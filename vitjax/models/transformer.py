@@ -92,6 +92,35 @@ def activation_fn(name: str) -> Callable:
     raise ValueError(f"unknown activation {name!r}; choose gelu, gelu_tanh or quick_gelu")
 
 
+class Einsum(nn.Module):
+    """A dense layer with a multi-dim kernel, e.g. [embed, heads, head_dim], applied by einsum.
+
+    ``nn.DenseGeneral`` reshapes its kernel through a rank-2 form during init, which breaks a rank-3
+    logical sharding annotation, hence this. The first ``num_in`` kernel dims contract with the
+    input; the bias has the remaining (output) dims. Xavier-uniform over (fan_in, fan_out) as if
+    the kernel were flattened to 2-D, as ViT's reference code does.
+    """
+    equation: str
+    shape: tuple[int, ...]
+    names: tuple[str, ...]
+    num_in: int = 1
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        n = len(self.shape)
+        init = nn.initializers.xavier_uniform(in_axis=tuple(range(self.num_in)),
+                                              out_axis=tuple(range(self.num_in, n)))
+        kernel = self.param("kernel", _p(init, self.names), self.shape, self.param_dtype)
+        y = jnp.einsum(self.equation, x.astype(self.dtype), kernel.astype(self.dtype))
+        if self.use_bias:
+            y = y + self.param("bias", _p(nn.initializers.zeros, self.names[self.num_in:]),
+                               self.shape[self.num_in:], self.param_dtype).astype(self.dtype)
+        return y
+
+
 class Attention(nn.Module):
     """Multi-head attention with separate q/k/v projections laid out [embed, heads, head_dim].
 
@@ -114,10 +143,8 @@ class Attention(nn.Module):
         hd = d // self.num_heads
 
         def proj(name, inp):
-            y = nn.DenseGeneral((self.num_heads, hd), axis=-1, use_bias=self.qkv_bias, dtype=self.dtype,
-                                param_dtype=self.param_dtype,
-                                kernel_init=_p(dense_init(), ("embed", "heads", "kv")),
-                                bias_init=_p(nn.initializers.zeros, ("heads", "kv")), name=name)(inp)
+            y = Einsum("btd,dhk->bthk", (d, self.num_heads, hd), ("embed", "heads", "kv"), 1,
+                       self.qkv_bias, self.dtype, self.param_dtype, name=name)(inp)
             return nn.with_logical_constraint(y, ACT_HEADS)
 
         q, k, v = proj("query", x), proj("key", kv), proj("value", kv)
@@ -132,9 +159,8 @@ class Attention(nn.Module):
         else:
             out = jax.nn.dot_product_attention(q, k, v, mask=mask)
         out = nn.with_logical_constraint(out, ACT_HEADS)
-        out = nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
-                              kernel_init=_p(dense_init(), ("heads", "kv", "embed")),
-                              bias_init=_p(nn.initializers.zeros, ("embed",)), name="out")(out)
+        out = Einsum("bthk,hkd->btd", (self.num_heads, hd, d), ("heads", "kv", "embed"), 2, True,
+                     self.dtype, self.param_dtype, name="out")(out)
         return out
 
 

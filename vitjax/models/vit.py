@@ -114,7 +114,7 @@ class ViT(nn.Module):
                              f"(config.model.image_size); resize the input or rebuild the model")
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = nn.Conv(self.width, (self.patch_size,) * 2, strides=(self.patch_size,) * 2, padding="VALID",
-                    kernel_init=_p(nn.initializers.lecun_normal(), ("patch", "patch", "patch", "embed")),
+                    kernel_init=_p(nn.initializers.lecun_normal(), (None, None, None, "embed")),
                     bias_init=_p(nn.initializers.zeros, ("embed",)), name="patch_embed", **kw)(images)
         b = x.shape[0]
         x = x.reshape(b, -1, self.width)

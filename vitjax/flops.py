@@ -1,0 +1,43 @@
+"""Model FLOPs per step from XLA's cost analysis, and MFU where the device's peak is known."""
+from __future__ import annotations
+
+import jax
+
+# Dense bf16 peak FLOP/s per device (no sparsity). Sources: NVIDIA H100/A100 datasheets;
+# Google Cloud TPU docs (v3, v4, v5e, v5p, v6e pages). See ../shared/notes/perf-anchors.md sec. 1.
+PEAK_FLOPS: dict[str, float] = {
+    "NVIDIA H100": 989.4e12,
+    "NVIDIA H200": 989.4e12,
+    "NVIDIA A100": 312e12,
+    "TPU v3": 123e12 / 2,      # jax exposes each of the chip's 2 TensorCores as a device
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v5": 459e12,
+    "TPU v6 lite": 918e12,
+    "TPU v6e": 918e12,
+}
+
+
+def device_peak_flops(device: jax.Device | None = None) -> float | None:
+    """Peak FLOP/s of one device, or None when unknown (e.g. CPU)."""
+    device = device or jax.devices()[0]
+    kind = getattr(device, "device_kind", "")
+    for prefix in sorted(PEAK_FLOPS, key=len, reverse=True):
+        if kind.startswith(prefix):
+            return PEAK_FLOPS[prefix]
+    return None
+
+
+def compiled_flops(compiled) -> float | None:
+    """Total FLOPs of a compiled computation (all devices) from XLA's cost analysis, if reported."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # some backends do not implement it
+        return None
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    if not cost or "flops" not in cost:
+        return None
+    return float(cost["flops"])

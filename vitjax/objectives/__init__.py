@@ -1,0 +1,3 @@
+"""Training objectives (loss + metrics), looked up by ``config.objective.name``."""
+from vitjax.objectives import classification  # noqa: F401  (registers "classification")
+from vitjax.objectives.base import Objective, create_objective, register_objective  # noqa: F401

@@ -1,0 +1,58 @@
+"""The objective interface: what the generic train loop needs to know about a training recipe.
+
+An objective owns the loss and the metrics. The train loop (``vitjax.trainer``) owns everything else:
+sharding, the optimizer step, checkpoints, logging. A new recipe (MAE, CLIP, DINO...) is a new
+``Objective`` subclass registered by name, with no change to the loop.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+_OBJECTIVES: dict[str, Callable[..., "Objective"]] = {}
+
+
+def register_objective(name: str):
+    def wrap(cls):
+        _OBJECTIVES[name] = cls
+        return cls
+    return wrap
+
+
+def create_objective(cfg: ml_collections.ConfigDict) -> "Objective":
+    name = cfg.get("name", "classification")
+    if name not in _OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; registered: {sorted(_OBJECTIVES)}")
+    kwargs = {k: v for k, v in cfg.items() if k != "name"}
+    return _OBJECTIVES[name](**kwargs)
+
+
+class Objective:
+    """Base class. Subclasses implement ``loss`` and ``eval_metrics``.
+
+    Batches are dicts of arrays whose leading dim is the (global) batch; eval batches also hold a
+    boolean ``mask`` [B] marking real examples (the last batch is padded to a fixed shape).
+    """
+
+    #: batch keys the model init needs, and their dummy shapes are taken from the first batch.
+    input_key: str = "image"
+
+    def init_inputs(self, batch: dict[str, Any]) -> tuple:
+        """Positional inputs for ``model.init`` built from a (dummy) batch."""
+        return (batch[self.input_key],)
+
+    def loss(self, model, params, batch, rng: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Returns (scalar loss, dict of scalar metrics) for one batch."""
+        raise NotImplementedError
+
+    def eval_metrics(self, model, params, batch) -> dict[str, tuple[jax.Array, jax.Array]]:
+        """Returns {name: (sum over the batch's real examples, count)}; the loop divides at the end."""
+        raise NotImplementedError
+
+
+def masked_sum(values: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    m = mask.astype(jnp.float32)
+    return jnp.sum(values.astype(jnp.float32) * m), jnp.sum(m)

@@ -1,0 +1,43 @@
+"""Scaling-law fitting for ViT sweeps (pure numpy/scipy; plotting needs matplotlib, imported lazily).
+
+    from vitjax.scaling import fit_chinchilla, with_bootstrap, compute_optimal
+    fit = with_bootstrap(fit_chinchilla, N, D, loss, n_boot=200)      # fit + 95% bootstrap CIs
+    N_opt, D_opt, a, b = compute_optimal(fit, C=1e20)
+
+References: Kaplan et al. 2020 (power laws); Hoffmann et al. 2022 (Chinchilla, Approach 3 fit and
+compute-optimal allocation); Zhai et al. 2022 (saturating law for ViTs); Alabdulmohsin et al. 2023
+(shape-aware extension, not implemented). See ``vitjax.scaling.fit`` for formulas.
+"""
+from vitjax.scaling.fit import (  # noqa: F401
+    CHINCHILLA_DEFAULT_GRID,
+    CHINCHILLA_PAPER_GRID,
+    BootstrapCI,
+    ChinchillaFit,
+    ComputeOptimal,
+    ExcludedPoint,
+    ExcludedPointsWarning,
+    PowerLawFit,
+    SaturatingFit,
+    bootstrap,
+    compute_optimal,
+    fit_chinchilla,
+    fit_power_law,
+    fit_saturating,
+    huber,
+    with_bootstrap,
+)
+from vitjax.scaling.plots import (  # noqa: F401  (matplotlib is imported only when a plot is drawn)
+    plot_isoloss,
+    plot_learning_curves,
+    plot_loss_vs_compute,
+    plot_residuals,
+    write_report,
+)
+
+__all__ = [
+    "fit_power_law", "fit_chinchilla", "fit_saturating", "bootstrap", "with_bootstrap",
+    "compute_optimal", "huber", "PowerLawFit", "ChinchillaFit", "SaturatingFit", "ComputeOptimal",
+    "BootstrapCI", "ExcludedPoint", "ExcludedPointsWarning", "CHINCHILLA_PAPER_GRID",
+    "CHINCHILLA_DEFAULT_GRID", "plot_loss_vs_compute", "plot_isoloss", "plot_learning_curves",
+    "plot_residuals", "write_report",
+]

@@ -1,0 +1,44 @@
+"""Command line: ``python -m vitjax.train --config configs/vit_digits.py --workdir /tmp/run``.
+
+Any config key can be overridden: ``--config.train.num_epochs=10 --config.mesh.fsdp=4``. Rerunning
+with the same ``--workdir`` resumes from its latest checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m vitjax.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="config file, optionally with an argument: path.py[:arg]")
+    p.add_argument("--workdir", required=True, help="where checkpoints, metrics.jsonl and TensorBoard go")
+    return p.parse_known_args(argv)
+
+
+def main(argv=None) -> int:
+    args, overrides = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("absl", "orbax", "jax._src", "grain"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from absl import flags
+    flags.FLAGS.mark_as_parsed()      # grain worker processes read absl flags
+    from vitjax import config as config_lib
+    from vitjax.trainer import Trainer
+
+    try:
+        config = config_lib.apply_overrides(config_lib.load_config_file(args.config), overrides)
+        config_lib.validate(config)
+    except config_lib.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    result = Trainer(config, args.workdir).train()
+    if result:
+        print("final: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.items())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,335 @@
+"""The one training loop: any model, any objective, any mesh.
+
+    config -> data (grain) -> model (Flax) -> objective (loss, metrics) -> train step (jit, sharded)
+           -> checkpoint (orbax) -> evaluation -> export
+
+The step is ``jax.jit`` with explicit in/out ``NamedSharding``s derived from the logical-axis rules
+(``vitjax.sharding``), and donates the old state. Parameters are created already sharded by jitting
+the init with ``out_shardings``. A rerun with the same workdir resumes from the latest checkpoint,
+including the data iterator, and reproduces the uninterrupted run's losses step for step.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import linen as nn
+from jax.sharding import NamedSharding
+
+from vitjax import config as config_lib
+from vitjax import sharding as sh
+from vitjax.checkpoint import Checkpointer
+from vitjax.data import eval_batches, get_source, train_iterator
+from vitjax.flops import compiled_flops, device_peak_flops
+from vitjax.metrics import MetricWriter
+from vitjax.objectives import create_objective
+from vitjax.optim import make_optimizer
+from vitjax.registry import create_model
+
+log = logging.getLogger("vitjax")
+
+
+class NonFiniteError(FloatingPointError):
+    """Loss or gradient norm became NaN/Inf; the run stops without saving the bad state."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    extra: Any  # objective-owned state (e.g. an EMA teacher); {} for plain classification
+
+
+def build_model(config: ml_collections.ConfigDict):
+    kwargs = dict(config.model)
+    name = kwargs.pop("name", "vit")
+    return create_model(name, **kwargs)
+
+
+class Trainer:
+    """Builds everything a run needs from a config; ``train()`` runs it, ``evaluate()`` scores it."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        config_lib.validate(config)
+        self.config = config
+        self.workdir = os.path.abspath(workdir)
+        self.mesh = sh.make_mesh(config.get("mesh", {"data": -1}))
+        self.rules = sh.rules_from_config(config.get("sharding_rules"))
+        self.model = build_model(config)
+        self.objective = create_objective(config.objective)
+        inp = config.input
+        self.batch_size = int(inp.batch_size)
+        split = sh.batch_axes_size(self.mesh, self.rules)
+        if self.batch_size % split:
+            raise ValueError(f"input.batch_size={self.batch_size} is not divisible by the {split} ways "
+                             f"the mesh {dict(self.mesh.shape)} splits the batch")
+        self.eval_batch_size = int(inp.get("eval_batch_size", self.batch_size))
+        if self.eval_batch_size % split:
+            raise ValueError(f"input.eval_batch_size={self.eval_batch_size} is not divisible by the "
+                             f"{split} ways the mesh splits the batch")
+        self.train_source = get_source(**inp.data)
+        self.eval_source = get_source(**inp.eval_data) if inp.get("eval_data") else None
+        tc = config.train
+        self.steps_per_epoch = max(1, len(self.train_source) // self.batch_size)
+        self.total_steps = int(tc.total_steps) if tc.get("total_steps", -1) > 0 \
+            else int(math.ceil(tc.num_epochs * self.steps_per_epoch))
+        self.tx, self.lr_fn = make_optimizer(config.optim, self.total_steps)
+        self.seed = int(tc.get("seed", 0))
+        self._batch_sharding = None
+        self._compiled = {}
+
+    # ----------------------------------------------------------------- state and shardings
+    def _ctx(self):
+        """Mesh + rules context under which model code is traced (logical constraints resolve)."""
+        class _Both:
+            def __enter__(s):
+                s.a = jax.set_mesh(self.mesh)
+                s.a.__enter__()
+                s.b = nn.logical_axis_rules(self.rules)
+                s.b.__enter__()
+
+            def __exit__(s, *exc):
+                s.b.__exit__(*exc)
+                s.a.__exit__(*exc)
+        return _Both()
+
+    def _dummy_batch(self) -> dict[str, np.ndarray]:
+        from vitjax.data.ops import apply_ops, build_ops
+        ex = apply_ops(dict(self.train_source[0]), build_ops(self.config.input.train_ops),
+                       np.random.default_rng(0))
+        n = sh.batch_axes_size(self.mesh, self.rules)
+        return {k: np.stack([np.asarray(v)] * n) for k, v in ex.items()}
+
+    def _init_variables(self, rng):
+        inputs = self.objective.init_inputs(self._dummy)
+        return self.model.init({"params": rng, "dropout": rng}, *inputs, train=False)
+
+    def setup_state(self):
+        """Abstract state + shardings, and a jitted init that creates the params already sharded."""
+        self._dummy = self._dummy_batch()
+        rng = jax.random.key(self.seed)
+        with self._ctx():
+            boxed = jax.eval_shape(self._init_variables, rng)["params"]
+        param_sh = sh.logical_shardings(boxed, self.mesh, self.rules)
+        abstract_params = nn.meta.unbox(boxed)
+        abstract_opt = jax.eval_shape(self.tx.init, abstract_params)
+        rep = sh.replicated(self.mesh)
+        opt_sh = optax.tree_map_params(self.tx, lambda _, s: s, abstract_opt, param_sh,
+                                       transform_non_params=lambda _: rep)
+        self.state_sharding = TrainState(step=rep, params=param_sh, opt_state=opt_sh, extra={})
+
+        def init_fn(rng):
+            params = nn.meta.unbox(self._init_variables(rng)["params"])
+            return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                              opt_state=self.tx.init(params), extra={})
+
+        with self._ctx():
+            self.abstract_state = jax.eval_shape(init_fn, rng)
+        self._init_jit = jax.jit(init_fn, out_shardings=self.state_sharding)
+        self._init_rng = rng
+        self.abstract_state = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            self.abstract_state, self.state_sharding)
+        return self.abstract_state
+
+    def init_state(self) -> TrainState:
+        with self._ctx():
+            return self._init_jit(self._init_rng)
+
+    def batch_sharding(self, batch: dict) -> dict:
+        return {k: sh.activation_sharding(self.mesh, self.rules, ("act_batch",) + (None,) * (np.ndim(v) - 1))
+                for k, v in batch.items()}
+
+    # ------------------------------------------------------------------------- steps
+    def _train_step(self, state: TrainState, batch):
+        rng = jax.random.fold_in(jax.random.key(self.seed + 1), state.step)
+
+        def loss_fn(params):
+            return self.objective.loss(self.model, params, batch, rng, train=True)
+
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        out = {f"train/{k}": v for k, v in metrics.items()}
+        out.update({"train/grad_norm": grad_norm, "train/lr": self.lr_fn(state.step),
+                    "train/finite": jnp.isfinite(loss) & jnp.isfinite(grad_norm)})
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), out
+
+    def compiled_train_step(self, batch):
+        if "train" not in self._compiled:
+            bs = self.batch_sharding(batch)
+            jitted = jax.jit(self._train_step, in_shardings=(self.state_sharding, bs),
+                             out_shardings=(self.state_sharding, sh.replicated(self.mesh)),
+                             donate_argnums=(0,))
+            abstract_batch = {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype, sharding=bs[k])
+                              for k, v in batch.items()}
+            with self._ctx():
+                t0 = time.time()
+                self._compiled["train"] = jitted.lower(self.abstract_state, abstract_batch).compile()
+                self.compile_seconds = time.time() - t0
+            # XLA reports the per-device program's FLOPs under SPMD partitioning.
+            self.flops_per_device = compiled_flops(self._compiled["train"])
+        return self._compiled["train"]
+
+    def compiled_eval_step(self, batch):
+        key = ("eval",) + tuple(sorted((k, np.shape(v)) for k, v in batch.items()))
+        if key not in self._compiled:
+            bs = self.batch_sharding(batch)
+
+            def step(params, b):
+                return self.objective.eval_metrics(self.model, params, b)
+
+            jitted = jax.jit(step, in_shardings=(self.state_sharding.params, bs),
+                             out_shardings=sh.replicated(self.mesh))
+            with self._ctx():
+                self._compiled[key] = jitted.lower(
+                    self.abstract_state.params,
+                    {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype, sharding=bs[k])
+                     for k, v in batch.items()}).compile()
+        return self._compiled[key]
+
+    # ---------------------------------------------------------------------- evaluation
+    def evaluate(self, params) -> dict[str, float]:
+        """Metrics over the whole eval split, as ``{"eval/<name>": value}``."""
+        if self.eval_source is None:
+            return {}
+        sums: dict[str, list[float]] = {}
+        for local in eval_batches(self.eval_source, self.config.input.eval_ops, self.eval_batch_size,
+                                  process_index=jax.process_index(), process_count=jax.process_count(),
+                                  num_threads=self.config.input.get("num_threads", 2)):
+            batch = sh.host_local_to_global(local, self.mesh, self.rules)
+            out = jax.device_get(self.compiled_eval_step(local)(params, batch))
+            for k, (s, c) in out.items():
+                acc = sums.setdefault(k, [0.0, 0.0])
+                acc[0] += float(s)
+                acc[1] += float(c)
+        return {f"eval/{k}": s / max(c, 1.0) for k, (s, c) in sums.items()}
+
+    # ------------------------------------------------------------------------ the loop
+    def train(self) -> dict[str, float]:
+        cfg, tc = self.config, self.config.train
+        is_main = jax.process_index() == 0
+        os.makedirs(self.workdir, exist_ok=True)
+        self.setup_state()
+        ckpt = Checkpointer(self.workdir, keep=int(tc.get("keep_checkpoints", 3)))
+        data_it = train_iterator(self.train_source, cfg.input.train_ops, self.batch_size, seed=self.seed,
+                                 process_index=jax.process_index(), process_count=jax.process_count(),
+                                 num_threads=cfg.input.get("num_threads", 2),
+                                 num_workers=cfg.input.get("num_workers", 0))
+        latest = ckpt.latest_step()
+        if latest is not None:
+            # Refuse, before touching anything, a checkpoint of another model.
+            ckpt.check_params(latest, self.abstract_state.params)
+            state = ckpt.restore(latest, self.abstract_state, data_it)
+            log.info("resumed from %s at step %d", ckpt.directory, latest)
+        else:
+            state = self.init_state()
+        if is_main:
+            with open(os.path.join(self.workdir, "config.json"), "w") as fh:
+                fh.write(config_lib.to_json(cfg))
+        start = int(jax.device_get(state.step))
+        writer = MetricWriter(self.workdir, tensorboard=tc.get("tensorboard", True))
+        n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(self.abstract_state.params))
+        if is_main:
+            print(f"vitjax: {n_params / 1e6:.2f}M params, mesh {dict(self.mesh.shape)}, "
+                  f"global batch {self.batch_size}, {self.total_steps} steps "
+                  f"({self.steps_per_epoch} per epoch), workdir {self.workdir}", file=sys.stderr)
+
+        log_every = int(tc.get("log_every_steps", 50))
+        eval_every = int(tc.get("eval_every_steps", 0)) or self.total_steps
+        ckpt_every = int(tc.get("checkpoint_every_steps", 0)) or self.total_steps
+        peak = device_peak_flops()
+        bar = _progress(self.total_steps, start, is_main)
+        window: list[dict] = []
+        pending = None            # (step, device metrics) of the step in flight
+        t_window, steps_window = None, 0
+        final_eval: dict[str, float] = {}
+
+        def consume(pending):
+            step_no, m = pending
+            m = jax.device_get(m)
+            if not bool(m.pop("train/finite")):
+                ckpt.wait()
+                raise NonFiniteError(
+                    f"loss or gradient norm is NaN/Inf at step {step_no} (loss={float(m['train/loss'])}, "
+                    f"grad_norm={float(m['train/grad_norm'])}). Stopped without saving it; the last good "
+                    f"checkpoint is step {ckpt.latest_step()} in {ckpt.directory}. Lower optim.lr, raise "
+                    f"optim.warmup_steps or set optim.clip_norm, then rerun to resume from there.")
+            window.append(m)
+
+        try:
+            for step in range(start, self.total_steps):
+                local = next(data_it)
+                batch = sh.host_local_to_global(local, self.mesh, self.rules)
+                step_fn = self.compiled_train_step(local)
+                state, metrics = step_fn(state, batch)
+                if pending is not None:
+                    consume(pending)
+                pending = (step + 1, metrics)
+                done = step + 1
+                if t_window is None:                   # exclude compile + first step from speed
+                    jax.block_until_ready(metrics)
+                    t_window, steps_window = time.time(), 0
+                    if is_main and self.flops_per_device:
+                        print(f"vitjax: step compiled in {self.compile_seconds:.1f}s; "
+                              f"{self.flops_per_device / 1e9:.2f} GFLOP per device per step (XLA)",
+                              file=sys.stderr)
+                else:
+                    steps_window += 1
+                bar.update(1)
+                last = done == self.total_steps
+                if done % log_every == 0 or last or done % ckpt_every == 0:
+                    consume(pending)
+                    pending = None
+                if done % log_every == 0 or last:
+                    record = {k: float(np.mean([w[k] for w in window])) for k in window[-1]}
+                    record["train/lr"] = float(window[-1]["train/lr"])
+                    record["train/epoch"] = done / self.steps_per_epoch
+                    if steps_window > 0:
+                        dt = (time.time() - t_window) / steps_window
+                        record["train/step_time"] = dt
+                        record["train/img_per_sec"] = self.batch_size / dt
+                        if self.flops_per_device:
+                            record["train/tflops_per_device"] = self.flops_per_device / dt / 1e12
+                            if peak:
+                                record["train/mfu"] = self.flops_per_device / dt / peak
+                    writer.write(done, record)
+                    bar.set_postfix(loss=f"{record['train/loss']:.4f}",
+                                    img_s=f"{record.get('train/img_per_sec', 0):.0f}", refresh=False)
+                    window.clear()
+                    t_window, steps_window = time.time(), 0
+                if done % eval_every == 0 or last:
+                    final_eval = self.evaluate(state.params)
+                    if final_eval:
+                        writer.write(done, final_eval)
+                        if is_main:
+                            bar.write(f"step {done}: " + ", ".join(f"{k}={v:.4f}" for k, v in final_eval.items()))
+                    t_window, steps_window = time.time(), 0
+                if done % ckpt_every == 0 or last:
+                    ckpt.save(done, state, data_it, meta={"model": dict(cfg.model)})
+            if pending is not None:
+                consume(pending)
+        finally:
+            bar.close()
+            writer.close()
+            ckpt.close()
+        self.state = state
+        return final_eval
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
+                mininterval=0.5 if sys.stderr.isatty() else 10.0, file=sys.stderr)
