@@ -37,7 +37,7 @@ from vitjax.scaling import (  # noqa: E402
     write_report,
 )
 
-# Hoffmann et al. 2022's own Approach-3 fit (Eq. 10 / Sec. 3.3).
+# Hoffmann et al. 2022's own Approach-3 fit (Sec. 3.3, App. D.2).
 TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 NOISE = 0.005   # multiplicative, ~0.5%
 

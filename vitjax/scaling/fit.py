@@ -385,7 +385,7 @@ def _validate(fn_name: str, arrays: Mapping[str, Any], n_params: int, param_name
     """Drop invalid points, warn which and why; raise if too few remain.
 
     Every array must be strictly positive and finite: the fits work on logs, and a NaN/inf loss is
-    what a diverged run reports. Returns (mask of kept points, dict of kept arrays, excluded).
+    what a diverged run reports. Returns (dict of the kept arrays, tuple of ExcludedPoint).
     """
     arrs = {k: np.asarray(v, dtype=float).ravel() for k, v in arrays.items()}
     sizes = {k: v.size for k, v in arrs.items()}
@@ -420,7 +420,7 @@ def _validate(fn_name: str, arrays: Mapping[str, Any], n_params: int, param_name
     n_kept = int(keep.sum())
     if n_kept < n_params:
         raise ValueError(
-            f"{fn_name}: {n_kept} valid point{'s' if n_kept != 1 else ''} remain"
+            f"{fn_name}: {n_kept} valid {'point remains' if n_kept == 1 else 'points remain'}"
             f"{f' (of {n}, {len(excluded)} excluded)' if excluded else ''}, but at least {n_params} "
             f"are needed to fit {n_params} parameters ({', '.join(param_names)})")
     return {k: v[keep] for k, v in arrs.items()}, tuple(excluded)
