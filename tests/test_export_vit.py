@@ -7,8 +7,6 @@ Logits are compared on 2 random images, max abs difference < 1e-4 (logits are O(
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -16,14 +14,9 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-# The repo has no packaging file yet, and plain `pytest` puts only tests/ on sys.path.
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from vitjax.export import vit as ex  # noqa: E402
-from vitjax.models.posemb import resize_posemb  # noqa: E402
-from vitjax.models.vit import ViT  # noqa: E402
+from vitjax.export import vit as ex
+from vitjax.models.posemb import resize_posemb
+from vitjax.models.vit import ViT
 
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
@@ -88,8 +81,15 @@ def _nchw(x: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
+_APPLY: dict = {}
+
+
 def _run(model: ViT, params, x) -> np.ndarray:
-    return np.asarray(jax.jit(model.apply)({"params": params}, x))
+    # One jitted apply per model config: a fresh jax.jit(model.apply) retraces and recompiles
+    # (about 4 s for 12 blocks here).
+    if model not in _APPLY:
+        _APPLY[model] = jax.jit(model.apply)
+    return np.asarray(_APPLY[model]({"params": params}, x))
 
 
 def _torch_out(net, x) -> np.ndarray:
@@ -114,8 +114,11 @@ def _same_tree(a, b):
 
 
 def _load_timm(d):
-    # The documented loading call (see vitjax/export/vit.py): config.json + model.safetensors, strict.
-    return timm.create_model(f"local-dir:{d}", pretrained=True).eval()
+    # The documented loading call (vitjax/export/vit.py), exactly as the export CLI prints it:
+    # timm.create_model("local-dir:<d>", pretrained=True) -- config.json + model.safetensors, strict load.
+    snippet = ex.timm_load_snippet(d)
+    assert snippet == f"timm.create_model('local-dir:{d}', pretrained=True)"
+    return eval(snippet, {"timm": timm}).eval()
 
 
 def _load_hf(d, cls):
@@ -154,7 +157,8 @@ def test_export_to_timm_and_hf(vit_case, tmp_path):
     hf = _load_hf(tmp_path / "hf", transformers.ViTForImageClassification)
     _check(f"{name} vitjax->hf", _torch_out(hf, x), y)
     if name == "ti16":
-        assert json.loads((tmp_path / "timm" / "config.json").read_text())["architecture"] == "vit_tiny_patch16_224"
+        cfg = json.loads((tmp_path / "timm" / "config.json").read_text())
+        assert cfg["architecture"] == "vit_tiny_patch16_224"
 
 
 def test_import_from_timm_and_hf(vit_case, tmp_path):
@@ -305,7 +309,8 @@ def test_missing_unexpected_and_mismatched_keys(small):
     with pytest.raises(ValueError, match=r"unexpected key 'blocks\.0\.ls1\.gamma'"):
         ex.from_timm(bad, model)
     bad = {k: v for k, v in hf_sd.items() if "layer.1.output.dense.weight" not in k}
-    with pytest.raises(ValueError, match=r"missing key 'vit\.encoder\.layer\.1\.output\.dense\.weight'.*\(192, 768\)"):
+    with pytest.raises(ValueError, match=r"missing key 'vit\.encoder\.layer\.1\.output\.dense\.weight'"
+                                         r".*\(192, 768\)"):
         ex.from_hf(bad, model)
     deeper = ViT(num_classes=10, **TI2 | {"depth": 3})
     with pytest.raises(ValueError, match=r"missing key 'blocks\.2\."):
@@ -380,13 +385,15 @@ def test_configs_roundtrip_to_model_kwargs():
             with pytest.raises(ValueError, match="eps"):
                 ex.timm_config(m)
         for cfg in configs:
-            assert ex.model_kwargs_from_torch_config(cfg) == want, cfg.get("architecture", cfg.get("model_type"))
+            got = ex.model_kwargs_from_torch_config(cfg)
+            assert got == want, cfg.get("architecture", cfg.get("model_type"))
     # a timm hub config.json without model_args (their usual form)
     hub = {"architecture": "vit_base_patch16_224.augreg2_in21k_ft_in1k", "num_classes": 1000,
            "num_features": 768, "global_pool": "token",
            "pretrained_cfg": {"input_size": [3, 224, 224], "num_classes": 1000}}
     kw = ex.model_kwargs_from_torch_config(hub)
-    assert (kw["width"], kw["depth"], kw["num_heads"], kw["mlp_dim"], kw["num_classes"]) == (768, 12, 12, 3072, 1000)
+    got = tuple(kw[k] for k in ("width", "depth", "num_heads", "mlp_dim", "num_classes", "image_size"))
+    assert got == (768, 12, 12, 3072, 1000, 224)
     with pytest.raises(ValueError, match="reg_tokens"):
         ex.model_kwargs_from_torch_config(dict(hub, model_args={"reg_tokens": 4}))
     hf_deit = ex.model_kwargs_from_torch_config(transformers.DeiTConfig(

@@ -6,20 +6,25 @@ Export (vitjax -> PyTorch)::
     write_export("out/timm", to_timm(params, model), timm_config(model))
     write_export("out/hf", to_hf(params, model), hf_config(model))
 
-Each folder then holds ``model.safetensors`` + ``config.json`` and loads with
+Each folder then holds ``model.safetensors`` + ``config.json`` and loads with::
 
     import timm
-    net = timm.create_model("local-dir:out/timm", pretrained=True)      # timm >= 1.0.16's local-dir: scheme
+    net = timm.create_model("local-dir:out/timm", pretrained=True)     # timm's local-dir: scheme (1.0.31)
 
     import transformers
     net = transformers.ViTForImageClassification.from_pretrained("out/hf")
     # DeiT (distilled=True): transformers.DeiTForImageClassificationWithTeacher.from_pretrained("out/hf")
 
 timm's ``local-dir:`` reads ``config.json`` (``architecture`` picks the entry point, ``model_args`` override
-all of its shape arguments, ``pretrained_cfg`` gives the preprocessing) and loads the weights strictly
-(``load_state_dict(strict=True)``), so a successful call means every key matched.
-On older timm without ``local-dir:`` use
-``timm.create_model(cfg["architecture"], pretrained=True, pretrained_cfg_overlay=dict(file="out/timm/model.safetensors"), **cfg["model_args"])``.
+all of its shape arguments, ``pretrained_cfg`` gives the preprocessing and class count) and loads
+``model.safetensors`` with ``load_state_dict(strict=True)``, so a successful call means every key matched.
+Without ``local-dir:`` (older timm), pass the class count too, or timm compares ``num_classes`` with the
+registry's 1000 and silently drops the head::
+
+    cfg = json.load(open("out/timm/config.json"))
+    net = timm.create_model(cfg["architecture"], pretrained=True, **cfg["model_args"],
+                            pretrained_cfg_overlay=dict(file="out/timm/model.safetensors",
+                                                        num_classes=cfg["num_classes"]))
 
 Import (PyTorch -> vitjax)::
 
@@ -34,21 +39,22 @@ after ``flax.linen.meta.unbox``), as host numpy arrays of ``model.param_dtype``.
 
 Layouts (D width, H heads, hd = D/H, M mlp_dim, P patch, C channels, K classes, T = prefix + N tokens):
 
-    vitjax                                  timm                          HF (on-disk name, under vit./deit.)
-    cls (1,1,D)                             cls_token                     embeddings.cls_token
-    dist (1,1,D)                            dist_token                    embeddings.distillation_token
-    pos_embedding (1,T,D)                   pos_embed                     embeddings.position_embeddings
-    patch_embed/kernel (P,P,C,D) HWIO       patch_embed.proj.weight OIHW  embeddings.patch_embeddings.projection.weight
-    block{i}/attn/{query,key,value}/kernel  blocks.{i}.attn.qkv.weight    encoder.layer.{i}.attention.attention.
-      (D,H,hd), bias (H,hd)                   (3D,D) rows [q;k;v]           {query,key,value}.weight (D,D)
-    block{i}/attn/out/kernel (H,hd,D)       blocks.{i}.attn.proj.weight   encoder.layer.{i}.attention.output.dense
-    block{i}/norm1, norm2                   blocks.{i}.norm1, norm2       encoder.layer.{i}.layernorm_before/after
-    block{i}/mlp/fc1, fc2 kernel (in,out)   blocks.{i}.mlp.fc1, fc2       encoder.layer.{i}.intermediate.dense,
-                                              weight (out,in)               encoder.layer.{i}.output.dense
-    encoder_norm (token pool)               norm                          layernorm
-    encoder_norm (gap pool)                 fc_norm (timm norm=Identity)  (no HF equivalent)
-    head/kernel (D,K)                       head.weight (K,D)             classifier / cls_classifier
-    head_dist/kernel (D,K)                  head_dist.weight              distillation_classifier
+    vitjax                              timm                         HF (on-disk, under vit./deit.)
+    cls (1,1,D)                         cls_token                    embeddings.cls_token
+    dist (1,1,D)                        dist_token                   embeddings.distillation_token
+    pos_embedding (1,T,D)               pos_embed                    embeddings.position_embeddings
+    patch_embed/kernel (P,P,C,D) HWIO   patch_embed.proj.weight      embeddings.patch_embeddings.
+                                          (D,C,P,P) OIHW               projection.weight
+    block{i}/attn/{query,key,value}/    blocks.{i}.attn.qkv.weight   encoder.layer.{i}.attention.attention.
+      kernel (D,H,hd), bias (H,hd)        (3D,D) rows [q;k;v]          {query,key,value}.weight (D,D)
+    block{i}/attn/out/kernel (H,hd,D)   blocks.{i}.attn.proj.weight  encoder.layer.{i}.attention.output.dense
+    block{i}/norm1, norm2               blocks.{i}.norm1, norm2      encoder.layer.{i}.layernorm_before/after
+    block{i}/mlp/fc1, fc2               blocks.{i}.mlp.fc1, fc2      encoder.layer.{i}.intermediate.dense,
+      kernel (in,out)                     weight (out,in)              encoder.layer.{i}.output.dense
+    encoder_norm (token pool)           norm                         layernorm
+    encoder_norm (gap pool)             fc_norm (norm = Identity)    (no HF equivalent)
+    head/kernel (D,K)                   head.weight (K,D)            classifier / cls_classifier
+    head_dist/kernel (D,K)              head_dist.weight             distillation_classifier
 
 Only numpy and safetensors are imported here; torch is imported inside ``read_state_dict`` for
 ``.bin/.pt/.pth`` files, and jax/flax/vitjax.models inside the functions that need them.
@@ -67,7 +73,7 @@ from typing import Any, Sequence
 import numpy as np
 
 __all__ = [
-    "to_timm", "timm_config", "from_timm",
+    "to_timm", "timm_config", "timm_load_snippet", "from_timm",
     "to_hf", "hf_config", "from_hf",
     "detect_format", "read_state_dict", "write_export", "model_kwargs_from_torch_config",
     "import_pretrained",
@@ -219,15 +225,15 @@ def _reconcile(sd: dict[str, np.ndarray], expected: dict[str, tuple], model, *, 
         if model.num_classes == 0 and ckpt_heads:
             k = next((h for h in ckpt_heads if h.endswith(".weight")), ckpt_heads[0])
             raise ValueError(
-                f"the checkpoint has a classifier head '{show(k)}' of shape {_fmt_shape(sd[k].shape)} but the "
-                f"model has num_classes=0; pass drop_head=True to discard it, or build the model with "
-                f"num_classes={sd[k].shape[0]}")
+                f"the checkpoint has a classifier head '{show(k)}' of shape {_fmt_shape(sd[k].shape)} "
+                f"but the model has num_classes=0; pass drop_head=True to discard it, or build the model "
+                f"with num_classes={sd[k].shape[0]}")
         for k in model_heads:
             if k not in sd:
                 raise ValueError(
                     f"the checkpoint has no classifier head '{show(k)}' (expected shape "
-                    f"{_fmt_shape(expected[k])}, num_classes={model.num_classes}); pass drop_head=True to keep "
-                    f"the model's freshly initialised head, or build it with num_classes=0")
+                    f"{_fmt_shape(expected[k])}, num_classes={model.num_classes}); pass drop_head=True to "
+                    f"keep the model's freshly initialised head, or build it with num_classes=0")
             if tuple(sd[k].shape) != tuple(expected[k]):
                 raise ValueError(
                     f"classifier head '{show(k)}' has shape {_fmt_shape(sd[k].shape)} "
@@ -260,7 +266,8 @@ def _reconcile(sd: dict[str, np.ndarray], expected: dict[str, tuple], model, *, 
                     f"'{show(posemb_key)}' is not the fixed 2-D sin-cos table this model (posemb='sincos2d') "
                     f"adds (max abs difference {err:.3g}); build the model with posemb='learned' to import "
                     f"a learned position embedding")
-        sd[posemb_key] = np.asarray(pe).reshape(want) if model.posemb == "learned" else _posemb_value({}, model)
+        learned = model.posemb == "learned"
+        sd[posemb_key] = np.asarray(pe).reshape(want) if learned else _posemb_value({}, model)
 
     for k, shape in expected.items():
         if k not in sd:
@@ -278,8 +285,9 @@ def _reconcile(sd: dict[str, np.ndarray], expected: dict[str, tuple], model, *, 
     for k, v in sd.items():
         if k not in expected:
             raise ValueError(f"unexpected key '{show(k)}' (shape {_fmt_shape(v.shape)}) in the {fmt} "
-                             f"checkpoint: the vitjax model (pool={model.pool!r}, distilled={model.distilled}, "
-                             f"qkv_bias={model.qkv_bias}, depth={model.depth}) has no such parameter")
+                             f"checkpoint: the vitjax model (pool={model.pool!r}, "
+                             f"distilled={model.distilled}, qkv_bias={model.qkv_bias}, depth={model.depth}) "
+                             f"has no such parameter")
     return sd
 
 
@@ -432,14 +440,17 @@ def timm_config(model, *, mean: float | Sequence[float] = 0.5, std: float | Sequ
     express from a JSON config (a LayerNorm eps other than 1e-6, an mlp_dim timm's int(D * ratio) misses).
     """
     if not math.isclose(model.layernorm_eps, 1e-6, rel_tol=1e-9):
+        hint = "; export with --format hf, whose config carries layer_norm_eps" if model.pool == "token" \
+            else ""
         raise ValueError(f"timm's ViT LayerNorm eps is fixed at 1e-6 but the model uses "
-                         f"layernorm_eps={model.layernorm_eps}; export with --format hf, whose config "
-                         f"carries layer_norm_eps")
+                         f"layernorm_eps={model.layernorm_eps}{hint}")
     if model.activation not in _ACTS:
-        raise ValueError(f"activation {model.activation!r} has no timm equivalent; choose one of {list(_ACTS)}")
+        raise ValueError(f"activation {model.activation!r} has no timm equivalent; choose one of "
+                         f"{list(_ACTS)}")
     mlp_ratio = model.mlp_dim / model.width
     if int(model.width * mlp_ratio) != model.mlp_dim:   # timm builds the MLP with int(dim * mlp_ratio)
-        raise ValueError(f"timm cannot express mlp_dim={model.mlp_dim} for width {model.width} as an mlp_ratio")
+        raise ValueError(f"timm cannot express mlp_dim={model.mlp_dim} for width {model.width} as an "
+                         f"mlp_ratio")
     k, s, c = model.num_classes, model.image_size, model.in_channels
     gap = model.pool == "gap"
     model_args = dict(
@@ -466,6 +477,12 @@ def timm_config(model, *, mean: float | Sequence[float] = 0.5, std: float | Sequ
     return cfg
 
 
+def timm_load_snippet(out_dir: str | os.PathLike, config: dict | None = None) -> str:
+    """The Python line that loads a ``write_export(out_dir, to_timm(...), timm_config(...))`` folder."""
+    del config                                      # local-dir: reads everything from config.json
+    return f"timm.create_model({'local-dir:' + str(out_dir)!r}, pretrained=True)"
+
+
 def from_timm(state_dict, model, drop_head: bool = False) -> dict:
     """timm ViT/DeiT state dict -> vitjax params for ``model`` (the inner ``params`` dict, numpy).
 
@@ -473,8 +490,9 @@ def from_timm(state_dict, model, drop_head: bool = False) -> dict:
     checkpoint wrapping it under ``model``/``state_dict``; a DDP ``module.`` prefix is stripped).
     A ``pos_embed`` for another square grid is resized bilinearly (``resize_posemb``). Heads: a class
     count different from ``model.num_classes`` raises unless ``drop_head=True``, which omits
-    ``head``/``head_dist`` from the result (the caller keeps its own). Any other missing, unexpected or
-    mis-shaped key raises ValueError naming it with expected and actual shapes.
+    ``head``/``head_dist`` from the result whether or not the counts match (the caller keeps its own
+    head). Any other missing, unexpected or mis-shaped key raises ValueError naming it with expected
+    and actual shapes.
     """
     sd = _unwrap_state_dict(state_dict)
     expected = _timm_shapes(model, heads=not drop_head)
@@ -578,7 +596,8 @@ def to_hf(params, model) -> dict[str, np.ndarray]:
     if model.distilled:
         out[p + "embeddings.distillation_token"] = _need(f, "dist")
     out[p + "embeddings.position_embeddings"] = _posemb_value(f, model)
-    out[p + "embeddings.patch_embeddings.projection.weight"] = _need(f, "patch_embed/kernel").transpose(3, 2, 0, 1)
+    out[p + "embeddings.patch_embeddings.projection.weight"] = \
+        _need(f, "patch_embed/kernel").transpose(3, 2, 0, 1)
     out[p + "embeddings.patch_embeddings.projection.bias"] = _need(f, "patch_embed/bias")
     for i in range(model.depth):
         j, b = f"encoder/block{i}/", f"{p}encoder.layer.{i}."
@@ -619,8 +638,9 @@ def hf_config(model, *, label_names: Sequence[str] | None = None) -> dict:
     names = list(label_names) if label_names is not None else [f"LABEL_{i}" for i in range(k)]
     if len(names) != k:
         raise ValueError(f"{len(names)} label names for num_classes={k}")
+    arch = "DeiTForImageClassificationWithTeacher" if model.distilled else "ViTForImageClassification"
     return dict(
-        architectures=["DeiTForImageClassificationWithTeacher" if model.distilled else "ViTForImageClassification"],
+        architectures=[arch],
         model_type="deit" if model.distilled else "vit",
         hidden_size=model.width, num_hidden_layers=model.depth, num_attention_heads=model.num_heads,
         intermediate_size=model.mlp_dim, hidden_act=_ACTS[model.activation][1],
@@ -699,16 +719,18 @@ def from_hf(state_dict, model, drop_head: bool = False) -> dict:
     f["patch_embed/bias"] = sd["embeddings.patch_embeddings.projection.bias"]
     for i in range(model.depth):
         j, b = f"encoder/block{i}/", f"encoder.layer.{i}."
-        f[j + "norm1/scale"], f[j + "norm1/bias"] = sd[b + "layernorm_before.weight"], sd[b + "layernorm_before.bias"]
+        for ours, theirs in (("norm1", "layernorm_before"), ("norm2", "layernorm_after")):
+            f[j + f"{ours}/scale"] = sd[b + f"{theirs}.weight"]
+            f[j + f"{ours}/bias"] = sd[b + f"{theirs}.bias"]
         for n in ("query", "key", "value"):
             f[j + f"attn/{n}/kernel"] = sd[b + f"attention.attention.{n}.weight"].T.reshape(D, H, -1)
             if model.qkv_bias:
                 f[j + f"attn/{n}/bias"] = sd[b + f"attention.attention.{n}.bias"].reshape(H, -1)
         f[j + "attn/out/kernel"] = sd[b + "attention.output.dense.weight"].T.reshape(H, -1, D)
         f[j + "attn/out/bias"] = sd[b + "attention.output.dense.bias"]
-        f[j + "norm2/scale"], f[j + "norm2/bias"] = sd[b + "layernorm_after.weight"], sd[b + "layernorm_after.bias"]
-        f[j + "mlp/fc1/kernel"], f[j + "mlp/fc1/bias"] = sd[b + "intermediate.dense.weight"].T, sd[b + "intermediate.dense.bias"]
-        f[j + "mlp/fc2/kernel"], f[j + "mlp/fc2/bias"] = sd[b + "output.dense.weight"].T, sd[b + "output.dense.bias"]
+        for ours, theirs in (("fc1", "intermediate.dense"), ("fc2", "output.dense")):
+            f[j + f"mlp/{ours}/kernel"] = sd[b + f"{theirs}.weight"].T
+            f[j + f"mlp/{ours}/bias"] = sd[b + f"{theirs}.bias"]
     f["encoder_norm/scale"], f["encoder_norm/bias"] = sd["layernorm.weight"], sd["layernorm.bias"]
     if not drop_head and model.num_classes > 0:
         for hf_name, ours in zip(_hf_heads(model), ("head", "head_dist")):
@@ -810,7 +832,8 @@ def _kwargs_from_hf(c: dict) -> dict:
         raise ValueError(f"model_type {mtype!r} is not a ViT/DeiT config")
     archs = c.get("architectures") or []
     distilled = mtype == "deit"
-    if distilled and archs and not any(a in ("DeiTForImageClassificationWithTeacher", "DeiTModel") for a in archs):
+    teacher = ("DeiTForImageClassificationWithTeacher", "DeiTModel")
+    if distilled and archs and not any(a in teacher for a in archs):
         raise ValueError(f"HF {archs} keeps the distillation token but classifies from the class token "
                          f"only, which vitjax's DeiT (mean of both heads) does not reproduce")
     if "id2label" in c:
@@ -842,13 +865,15 @@ _TIMM_MUST = dict(no_embed_class=(False,), reg_tokens=(0,), init_values=(None,),
 def _kwargs_from_timm(c: dict) -> dict:
     arch = str(c["architecture"]).split(".")[0]
     args = dict(c.get("model_args") or {})
+    # hub configs written before timm split them keep the pretrained_cfg fields at the top level
     pcfg = c.get("pretrained_cfg") or {k: v for k, v in c.items() if k not in ("architecture", "model_args")}
     m = _TIMM_NAME_RE.fullmatch(arch)
     base: dict[str, Any] = {}
     if m:
         width, depth, heads = _TIMM_SIZES[m.group(2)]
-        base = dict(embed_dim=width, depth=depth, num_heads=heads, patch_size=int(m.group(4)),
-                    img_size=int(m.group(5)))
+        base = dict(embed_dim=width, depth=depth, num_heads=heads, patch_size=int(m.group(4)))
+        if not pcfg.get("input_size"):              # timm builds fixed-size ViTs at input_size otherwise
+            base["img_size"] = int(m.group(5))
     base.update(args)
     missing = [k for k in ("embed_dim", "depth", "num_heads") if k not in base]
     if missing:
