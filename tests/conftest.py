@@ -34,3 +34,32 @@ def _cpu_torchvision_fix():
 
 
 _cpu_torchvision_fix()
+
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def make_tiny_config(**overrides):
+    """configs/vit_digits.py shrunk to a few-second run: width 32, 2 blocks, batch 16, 12 steps."""
+    from vitjax.config import load_config_file, set_key
+
+    c = load_config_file(str(REPO / "configs" / "vit_digits.py"))
+    base = {
+        "model.width": "32", "model.depth": "2", "model.num_heads": "4", "model.mlp_dim": "64",
+        "input.batch_size": "16", "input.eval_batch_size": "40", "input.num_threads": "0",
+        "train.total_steps": "12", "train.log_every_steps": "1", "train.eval_every_steps": "6",
+        "train.checkpoint_every_steps": "6", "train.tensorboard": "True", "optim.warmup_steps": "2",
+    }
+    base.update({k: str(v) for k, v in overrides.items()})
+    for k, v in base.items():
+        set_key(c, k, v)
+    return c
+
+
+@pytest.fixture
+def tiny_config():
+    return make_tiny_config

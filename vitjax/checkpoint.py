@@ -43,8 +43,14 @@ def first_mismatch(expected: Any, found: Any) -> str | None:
 class Checkpointer:
     def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        # Handlers named up front so a fresh manager (evaluate, export, load) can read metadata and
+        # restore single items without having saved them first.
         self.manager = ocp.CheckpointManager(
             self.directory,
+            item_handlers={"params": ocp.StandardCheckpointHandler(),
+                           "train": ocp.StandardCheckpointHandler(),
+                           "meta": ocp.JsonCheckpointHandler(),
+                           "data": grain.checkpoint.CheckpointHandler()},
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                  enable_async_checkpointing=async_save))
 
@@ -131,6 +137,6 @@ def abstract_params(model, config) -> Any:
 
     size = int(config.model.image_size)
     x = jax.ShapeDtypeStruct((1, size, size, int(config.model.get("in_channels", 3))), np.float32)
-    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
     return nn.meta.unbox(variables["params"])
 

@@ -60,11 +60,11 @@ def build_model(config: ml_collections.ConfigDict):
 class Trainer:
     """Builds everything a run needs from a config; ``train()`` runs it, ``evaluate()`` scores it."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, devices=None):
         config_lib.validate(config)
         self.config = config
         self.workdir = os.path.abspath(workdir)
-        self.mesh = sh.make_mesh(config.get("mesh", {"data": -1}))
+        self.mesh = sh.make_mesh(config.get("mesh", {"data": -1}), devices)
         self.rules = sh.rules_from_config(config.get("sharding_rules"))
         self.model = build_model(config)
         self.objective = create_objective(config.objective)
@@ -147,6 +147,29 @@ class Trainer:
         with self._ctx():
             return self._init_jit(self._init_rng)
 
+    def _load_init_params(self, params):
+        """Overwrites freshly initialised params with pretrained ones (``config.init.path``): a
+        PyTorch ViT (timm/HF safetensors or .bin) or another vitjax workdir. With
+        ``config.init.drop_head`` the new head keeps its initialisation (fine-tuning on new classes)."""
+        path, drop_head = self.config.init.path, bool(self.config.init.get("drop_head", False))
+        if os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(os.path.join(path, "checkpoints")):
+            from vitjax.checkpoint import load_workdir
+            loaded = jax.device_get(load_workdir(path)[2])
+            if drop_head:
+                loaded = {k: v for k, v in loaded.items() if not k.startswith("head")}
+        else:
+            from vitjax.export.vit import import_pretrained
+            loaded = import_pretrained(path, self.model, drop_head=drop_head)
+        from vitjax.checkpoint import first_mismatch
+        merged = dict(jax.device_get(params))
+        current = {k: v for k, v in merged.items() if k in loaded}
+        problem = first_mismatch(current, loaded)
+        if problem:
+            raise ValueError(f"config.init.path={path!r} does not fit the model: {problem}")
+        merged.update(loaded)
+        log.info("initialised %d parameter groups from %s", len(loaded), path)
+        return jax.device_put(merged, self.state_sharding.params)
+
     def batch_sharding(self, batch: dict) -> dict:
         return {k: sh.activation_sharding(self.mesh, self.rules, ("act_batch",) + (None,) * (np.ndim(v) - 1))
                 for k, v in batch.items()}
@@ -159,7 +182,7 @@ class Trainer:
             return self.objective.loss(self.model, params, batch, rng, train=True)
 
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         out = {f"train/{k}": v for k, v in metrics.items()}
@@ -236,6 +259,8 @@ class Trainer:
             log.info("resumed from %s at step %d", ckpt.directory, latest)
         else:
             state = self.init_state()
+            if cfg.get("init") and cfg.init.get("path"):
+                state = state.replace(params=self._load_init_params(state.params))
         if is_main:
             with open(os.path.join(self.workdir, "config.json"), "w") as fh:
                 fh.write(config_lib.to_json(cfg))
