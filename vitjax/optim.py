@@ -7,6 +7,8 @@ import jax
 import ml_collections
 import optax
 
+from vitjax.config import ConfigError
+
 # Parameter names that get no weight decay: norms, biases, position embeddings and prefix tokens
 # (the usual ViT/DeiT recipe; decaying a LayerNorm scale towards 0 fights the normalisation).
 NO_DECAY_NAMES = ("bias", "scale", "pos_embedding", "cls", "dist", "mask_token")
@@ -24,7 +26,7 @@ def schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule
     """Linear warmup to ``lr`` then cosine (or linear / constant) decay to ``lr * end_lr_ratio``."""
     warmup = int(cfg.get("warmup_steps", 0))
     if warmup >= total_steps:
-        raise ValueError(f"optim.warmup_steps={warmup} must be smaller than the {total_steps} training steps")
+        raise ConfigError(f"optim.warmup_steps={warmup} must be smaller than the {total_steps} training steps")
     peak, end = cfg.lr, cfg.lr * cfg.get("end_lr_ratio", 0.0)
     kind = cfg.get("schedule", "cosine")
     decay_steps = total_steps - warmup
@@ -35,7 +37,7 @@ def schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule
     elif kind == "constant":
         decay = optax.constant_schedule(peak)
     else:
-        raise ValueError(f"optim.schedule={kind!r}; choose cosine, linear or constant")
+        raise ConfigError(f"optim.schedule={kind!r}; choose cosine, linear or constant")
     if warmup == 0:
         return decay
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
@@ -56,7 +58,7 @@ def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> tuple[op
         tx = optax.chain(optax.add_decayed_weights(wd, mask=decay_mask),
                          optax.sgd(lr, momentum=cfg.get("momentum", 0.9), nesterov=cfg.get("nesterov", False)))
     else:
-        raise ValueError(f"optim.name={name!r}; choose adamw, lamb or sgd")
+        raise ConfigError(f"optim.name={name!r}; choose adamw, lamb or sgd")
     clip = cfg.get("clip_norm", 0.0)
     if clip and clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(clip), tx)

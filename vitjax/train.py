@@ -15,6 +15,13 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="config file, optionally with an argument: path.py[:arg]")
     p.add_argument("--workdir", required=True, help="where checkpoints, metrics.jsonl and TensorBoard go")
+    g = p.add_argument_group("multi-host (jax.distributed)")
+    g.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() first; on Cloud TPU pods, SLURM and Kubernetes "
+                        "it detects the cluster itself, elsewhere give the three flags below")
+    g.add_argument("--coordinator_address", default=None, help="host:port of process 0")
+    g.add_argument("--num_processes", type=int, default=None)
+    g.add_argument("--process_id", type=int, default=None)
     return p.parse_known_args(argv)
 
 
@@ -25,16 +32,20 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from absl import flags
     flags.FLAGS.mark_as_parsed()      # grain worker processes read absl flags
+    if args.distributed or args.coordinator_address:
+        import jax
+        jax.distributed.initialize(coordinator_address=args.coordinator_address,
+                                   num_processes=args.num_processes, process_id=args.process_id)
     from vitjax import config as config_lib
     from vitjax.trainer import Trainer
 
     try:
         config = config_lib.apply_overrides(config_lib.load_config_file(args.config), overrides)
-        config_lib.validate(config)
+        trainer = Trainer(config, args.workdir)
     except config_lib.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result = Trainer(config, args.workdir).train()
+    result = trainer.train()
     if result:
         print("final: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.items())))
     return 0

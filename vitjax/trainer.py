@@ -64,7 +64,10 @@ class Trainer:
         config_lib.validate(config)
         self.config = config
         self.workdir = os.path.abspath(workdir)
-        self.mesh = sh.make_mesh(config.get("mesh", {"data": -1}), devices)
+        try:
+            self.mesh = sh.make_mesh(config.get("mesh", {"data": -1}), devices)
+        except ValueError as e:
+            raise config_lib.ConfigError(str(e)) from e
         self.rules = sh.rules_from_config(config.get("sharding_rules"))
         self.model = build_model(config)
         self.objective = create_objective(config.objective)
@@ -72,11 +75,11 @@ class Trainer:
         self.batch_size = int(inp.batch_size)
         split = sh.batch_axes_size(self.mesh, self.rules)
         if self.batch_size % split:
-            raise ValueError(f"input.batch_size={self.batch_size} is not divisible by the {split} ways "
+            raise config_lib.ConfigError(f"input.batch_size={self.batch_size} is not divisible by the {split} ways "
                              f"the mesh {dict(self.mesh.shape)} splits the batch")
         self.eval_batch_size = int(inp.get("eval_batch_size", self.batch_size))
         if self.eval_batch_size % split:
-            raise ValueError(f"input.eval_batch_size={self.eval_batch_size} is not divisible by the "
+            raise config_lib.ConfigError(f"input.eval_batch_size={self.eval_batch_size} is not divisible by the "
                              f"{split} ways the mesh splits the batch")
         self.train_source = get_source(**inp.data)
         self.eval_source = get_source(**inp.eval_data) if inp.get("eval_data") else None
@@ -191,13 +194,13 @@ class Trainer:
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), out
 
     def compiled_train_step(self, batch):
+        """The AOT-compiled step for global batches shaped like ``batch`` (compiled once)."""
         if "train" not in self._compiled:
             bs = self.batch_sharding(batch)
             jitted = jax.jit(self._train_step, in_shardings=(self.state_sharding, bs),
                              out_shardings=(self.state_sharding, sh.replicated(self.mesh)),
                              donate_argnums=(0,))
-            abstract_batch = {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype, sharding=bs[k])
-                              for k, v in batch.items()}
+            abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bs[k]) for k, v in batch.items()}
             with self._ctx():
                 t0 = time.time()
                 self._compiled["train"] = jitted.lower(self.abstract_state, abstract_batch).compile()
@@ -207,7 +210,7 @@ class Trainer:
         return self._compiled["train"]
 
     def compiled_eval_step(self, batch):
-        key = ("eval",) + tuple(sorted((k, np.shape(v)) for k, v in batch.items()))
+        key = ("eval",) + tuple(sorted((k, v.shape) for k, v in batch.items()))
         if key not in self._compiled:
             bs = self.batch_sharding(batch)
 
@@ -219,8 +222,7 @@ class Trainer:
             with self._ctx():
                 self._compiled[key] = jitted.lower(
                     self.abstract_state.params,
-                    {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype, sharding=bs[k])
-                     for k, v in batch.items()}).compile()
+                    {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bs[k]) for k, v in batch.items()}).compile()
         return self._compiled[key]
 
     # ---------------------------------------------------------------------- evaluation
@@ -233,7 +235,7 @@ class Trainer:
                                   process_index=jax.process_index(), process_count=jax.process_count(),
                                   num_threads=self.config.input.get("num_threads", 2)):
             batch = sh.host_local_to_global(local, self.mesh, self.rules)
-            out = jax.device_get(self.compiled_eval_step(local)(params, batch))
+            out = jax.device_get(self.compiled_eval_step(batch)(params, batch))
             for k, (s, c) in out.items():
                 acc = sums.setdefault(k, [0.0, 0.0])
                 acc[0] += float(s)
@@ -298,7 +300,7 @@ class Trainer:
             for step in range(start, self.total_steps):
                 local = next(data_it)
                 batch = sh.host_local_to_global(local, self.mesh, self.rules)
-                step_fn = self.compiled_train_step(local)
+                step_fn = self.compiled_train_step(batch)
                 state, metrics = step_fn(state, batch)
                 if pending is not None:
                     consume(pending)
