@@ -35,7 +35,7 @@ def get_config():
 
     c.optim = dict(name="adamw", lr=2e-3, b1=0.9, b2=0.999, weight_decay=0.05, clip_norm=1.0,
                    warmup_steps=50, schedule="cosine", end_lr_ratio=0.01, mu_dtype=None)
-    c.train = dict(num_epochs=50, total_steps=-1, seed=0, log_every_steps=50, eval_every_steps=250,
+    c.train = dict(num_epochs=50, total_steps=-1, seed=0, prng_impl="rbg", log_every_steps=50, eval_every_steps=250,
                    checkpoint_every_steps=250, keep_checkpoints=2, tensorboard=True)
     # One device by default; e.g. --config.mesh.fsdp=-1 --config.mesh.data=1 for FSDP over all devices.
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
