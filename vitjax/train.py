@@ -15,6 +15,11 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="config file, optionally with an argument: path.py[:arg]")
     p.add_argument("--workdir", required=True, help="where checkpoints, metrics.jsonl and TensorBoard go")
+    p.add_argument("--dry_run", action="store_true",
+                   help="compile the train step for this config and mesh, print per-device memory and "
+                        "collectives, and exit without training (reads no data)")
+    p.add_argument("--simulate_devices", type=int, default=None,
+                   help="run on N simulated CPU devices (e.g. a dry run of an 8-way mesh on a laptop)")
     g = p.add_argument_group("multi-host (jax.distributed)")
     g.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() first; on Cloud TPU pods, SLURM and Kubernetes "
@@ -32,6 +37,10 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from absl import flags
     flags.FLAGS.mark_as_parsed()      # grain worker processes read absl flags
+    if args.simulate_devices:
+        import jax
+        jax.config.update("jax_platforms", "cpu")
+        jax.config.update("jax_num_cpu_devices", args.simulate_devices)
     if args.distributed or args.coordinator_address:
         import jax
         jax.distributed.initialize(coordinator_address=args.coordinator_address,
@@ -45,7 +54,13 @@ def main(argv=None) -> int:
     except config_lib.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        from vitjax.trainer import format_dry_run
+        print(format_dry_run(trainer.dry_run()))
+        return 0
     result = trainer.train()
+    if trainer.preempted_at is not None:
+        return 0
     if result:
         print("final: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.items())))
     return 0

@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -77,6 +79,12 @@ class Trainer:
         if self.batch_size % split:
             raise config_lib.ConfigError(f"input.batch_size={self.batch_size} is not divisible by the {split} ways "
                              f"the mesh {dict(self.mesh.shape)} splits the batch")
+        micro = int(config.train.get("micro_batch_size", 0) or 0)
+        if micro and (self.batch_size % micro or micro % split):
+            raise config_lib.ConfigError(
+                f"train.micro_batch_size={micro} must divide input.batch_size={self.batch_size} and be "
+                f"divisible by the {split} ways the mesh splits the batch")
+        self.num_micro = self.batch_size // micro if micro else 1
         self.eval_batch_size = int(inp.get("eval_batch_size", self.batch_size))
         if self.eval_batch_size % split:
             raise config_lib.ConfigError(f"input.eval_batch_size={self.eval_batch_size} is not divisible by the "
@@ -110,20 +118,14 @@ class Trainer:
                 s.a.__exit__(*exc)
         return _Both()
 
-    def _dummy_batch(self) -> dict[str, np.ndarray]:
-        from vitjax.data.ops import apply_ops, build_ops
-        ex = apply_ops(dict(self.train_source[0]), build_ops(self.config.input.train_ops),
-                       np.random.default_rng(0))
-        n = sh.batch_axes_size(self.mesh, self.rules)
-        return {k: np.stack([np.asarray(v)] * n) for k, v in ex.items()}
-
     def _init_variables(self, rng):
-        inputs = self.objective.init_inputs(self._dummy)
-        return self.model.init({"params": rng, "dropout": rng}, *inputs, train=False)
+        n = sh.batch_axes_size(self.mesh, self.rules)
+        dummy = {k: jnp.zeros(v.shape, v.dtype)
+                 for k, v in self.objective.example_batch(self.model, n).items()}
+        return self.model.init({"params": rng, "dropout": rng}, *self.objective.init_inputs(dummy), train=False)
 
     def setup_state(self):
         """Abstract state + shardings, and a jitted init that creates the params already sharded."""
-        self._dummy = self._dummy_batch()
         rng = jax.random.key(self.seed, impl=self.prng_impl)
         with self._ctx():
             boxed = jax.eval_shape(self._init_variables, rng)["params"]
@@ -181,13 +183,45 @@ class Trainer:
                 for k, v in batch.items()}
 
     # ------------------------------------------------------------------------- steps
+    def _loss_and_grads(self, params, batch, rng):
+        """(loss, metrics, grads), averaged over ``train.micro_batch_size`` micro-batches when set.
+
+        Accumulation is a ``lax.scan`` inside the jitted step, so the global batch (and the update)
+        stays the same while activation memory shrinks by the number of micro-batches.
+        """
+        def loss_fn(p, b, r):
+            return self.objective.loss(self.model, p, b, r, train=True)
+
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        n = self.num_micro
+        if n == 1:
+            (loss, metrics), grads = grad_fn(params, batch, rng)
+            return loss, metrics, grads
+
+        def split(x):
+            # Micro-batch i takes rows i, i+n, i+2n...: every device keeps an equal slice of each.
+            x = x.reshape((x.shape[0] // n, n) + x.shape[1:]).swapaxes(0, 1)
+            return nn.with_logical_constraint(x, (None, "act_batch") + (None,) * (x.ndim - 2))
+
+        micro = jax.tree.map(split, batch)
+
+        def body(carry, xs):
+            b, i = xs
+            (l, m), g = grad_fn(params, b, jax.random.fold_in(rng, i))
+            return jax.tree.map(jnp.add, carry, (l, m, g)), None
+
+        first = jax.tree.map(lambda x: x[0], micro)
+        shapes = jax.eval_shape(lambda: grad_fn(params, first, rng))
+        (l_s, m_s), g_s = shapes
+        zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.float32), (l_s, m_s, g_s))
+        (loss, metrics, grads), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(n)))
+        scale = lambda t: jax.tree.map(lambda x: x / n, t)  # noqa: E731
+        grads = jax.tree.map(lambda g, p: (g / n).astype(p.dtype), grads, params)
+        return loss / n, scale(metrics), grads
+
     def _train_step(self, state: TrainState, batch):
         rng = jax.random.fold_in(jax.random.key(self.seed + 1, impl=self.prng_impl), state.step)
-
-        def loss_fn(params):
-            return self.objective.loss(self.model, params, batch, rng, train=True)
-
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        loss, metrics, grads = self._loss_and_grads(state.params, batch, rng)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -227,6 +261,37 @@ class Trainer:
                     self.abstract_state.params,
                     {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bs[k]) for k, v in batch.items()}).compile()
         return self._compiled[key]
+
+    # ----------------------------------------------------------------------- dry run
+    def dry_run(self) -> dict[str, Any]:
+        """Compiles the train step for the configured model, batch and mesh without reading data or
+        allocating parameters, and reports per-device memory and the collectives per step."""
+        self.setup_state()
+        example = self.objective.example_batch(self.model, self.batch_size)
+        bs = self.batch_sharding(example)
+        batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bs[k]) for k, v in example.items()}
+        compiled = self.compiled_train_step(batch)
+        mem = compiled.memory_analysis()
+
+        def per_device(tree):
+            return sum(int(np.prod(a.sharding.shard_shape(a.shape))) * np.dtype(a.dtype).itemsize
+                       for a in jax.tree.leaves(tree))
+
+        report = {
+            "devices": int(self.mesh.size), "mesh": dict(self.mesh.shape),
+            "params": sum(int(np.prod(a.shape)) for a in jax.tree.leaves(self.abstract_state.params)),
+            "bytes_params": per_device(self.abstract_state.params),
+            "bytes_optimizer": per_device(self.abstract_state.opt_state),
+            "bytes_batch": per_device(batch),
+            "bytes_temporaries": int(getattr(mem, "temp_size_in_bytes", 0)) if mem else None,
+            "bytes_generated_code": int(getattr(mem, "generated_code_size_in_bytes", 0)) if mem else None,
+            "flops_per_device": self.flops_per_device,
+            "collectives": count_collectives(compiled.as_text()),
+            "compile_seconds": self.compile_seconds,
+        }
+        known = [report[k] for k in ("bytes_params", "bytes_optimizer", "bytes_batch", "bytes_temporaries")]
+        report["bytes_total"] = sum(x for x in known if x)
+        return report
 
     # ---------------------------------------------------------------------- evaluation
     def evaluate(self, params) -> dict[str, float]:
@@ -286,6 +351,8 @@ class Trainer:
         pending = None            # (step, device metrics) of the step in flight
         t_window, steps_window = None, 0
         final_eval: dict[str, float] = {}
+        self.preempted_at = None
+        preemption = _Preemption()
 
         def consume(pending):
             step_no, m = pending
@@ -320,10 +387,13 @@ class Trainer:
                     steps_window += 1
                 bar.update(1)
                 last = done == self.total_steps
-                if done % log_every == 0 or last or done % ckpt_every == 0:
+                stopping = preemption.requested()
+                log_now = done % log_every == 0 or last or stopping
+                save_now = done % ckpt_every == 0 or last or stopping
+                if log_now or save_now:
                     consume(pending)
                     pending = None
-                if done % log_every == 0 or last:
+                if log_now:
                     record = {k: float(np.mean([w[k] for w in window])) for k in window[-1]}
                     record["train/lr"] = float(window[-1]["train/lr"])
                     record["train/epoch"] = done / self.steps_per_epoch
@@ -340,23 +410,89 @@ class Trainer:
                                     img_s=f"{record.get('train/img_per_sec', 0):.0f}", refresh=False)
                     window.clear()
                     t_window, steps_window = time.time(), 0
-                if done % eval_every == 0 or last:
+                if (done % eval_every == 0 or last) and not stopping:
                     final_eval = self.evaluate(state.params)
                     if final_eval:
                         writer.write(done, final_eval)
                         if is_main:
                             bar.write(f"step {done}: " + ", ".join(f"{k}={v:.4f}" for k, v in final_eval.items()))
                     t_window, steps_window = time.time(), 0
-                if done % ckpt_every == 0 or last:
+                if save_now:
                     ckpt.save(done, state, data_it, meta={"model": dict(cfg.model)})
+                if stopping:
+                    self.preempted_at = done
+                    if is_main:
+                        bar.write(f"vitjax: SIGTERM received; saved the step-{done} checkpoint and stopped. "
+                                  f"Rerun the same command to resume.")
+                    break
             if pending is not None:
                 consume(pending)
         finally:
+            preemption.restore()
             bar.close()
             writer.close()
             ckpt.close()
         self.state = state
         return final_eval
+
+
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+
+
+def count_collectives(hlo_text: str) -> dict[str, int]:
+    """How many of each collective the compiled (per-device) program runs per step; async pairs
+    (``*-start``/``*-done``) count once."""
+    import re
+    counts = {}
+    for name in COLLECTIVES:
+        counts[name] = len(re.findall(rf"\b{name}(?:-start)?\(", hlo_text))
+    return counts
+
+
+def format_dry_run(r: dict[str, Any]) -> str:
+    def gib(b):
+        if b is None:
+            return "     n/a"
+        return f"{b / 2**30:8.3f} GiB" if b >= 2**30 else f"{b / 2**20:8.2f} MiB"
+    lines = [f"dry run: {r['params'] / 1e6:.1f}M params on {r['devices']} devices, mesh {r['mesh']} "
+             f"(compiled in {r['compile_seconds']:.1f}s)",
+             "per-device memory:",
+             f"  params        {gib(r['bytes_params'])}",
+             f"  optimizer     {gib(r['bytes_optimizer'])}",
+             f"  batch         {gib(r['bytes_batch'])}",
+             f"  activations + temporaries (XLA) {gib(r['bytes_temporaries'])}",
+             f"  total         {gib(r['bytes_total'])}"]
+    if r.get("flops_per_device"):
+        lines.append(f"FLOPs per device per step (XLA): {r['flops_per_device'] / 1e12:.3f} TFLOP")
+    lines.append("collectives per step: " + ", ".join(f"{k} {v}" for k, v in r["collectives"].items()))
+    return "\n".join(lines)
+
+
+class _Preemption:
+    """SIGTERM (what TPU/cloud preemption sends) -> stop at the next step boundary after a checkpoint.
+
+    With several processes the flag is OR-reduced across them each step, so every host stops at the
+    same step (a host that misses the signal still joins the save).
+    """
+
+    def __init__(self):
+        self.flag = False
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.flag = True
+
+    def requested(self) -> bool:
+        if jax.process_count() == 1:
+            return self.flag
+        from jax.experimental import multihost_utils
+        return bool(np.any(multihost_utils.process_allgather(np.array(self.flag))))
+
+    def restore(self):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
 
 
 def _progress(total: int, initial: int, enabled: bool):

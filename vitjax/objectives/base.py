@@ -37,12 +37,14 @@ class Objective:
     boolean ``mask`` [B] marking real examples (the last batch is padded to a fixed shape).
     """
 
-    #: batch keys the model init needs, and their dummy shapes are taken from the first batch.
-    input_key: str = "image"
+    def example_batch(self, model, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """Shapes/dtypes of one training batch, derived from the model alone (no data is read, so a
+        dry run works before the dataset exists)."""
+        raise NotImplementedError
 
     def init_inputs(self, batch: dict[str, Any]) -> tuple:
         """Positional inputs for ``model.init`` built from a (dummy) batch."""
-        return (batch[self.input_key],)
+        return (batch["image"],)
 
     def loss(self, model, params, batch, rng: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Returns (scalar loss, dict of scalar metrics) for one batch."""

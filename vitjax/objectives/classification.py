@@ -19,6 +19,11 @@ class Classification(Objective):
             raise ValueError(f"objective.label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = label_smoothing
 
+    def example_batch(self, model, batch_size):
+        size = (batch_size, model.image_size, model.image_size, model.in_channels)
+        return {"image": jax.ShapeDtypeStruct(size, jnp.float32),
+                "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+
     def _targets(self, batch, num_classes):
         if "label_dist" in batch:
             t = batch["label_dist"].astype(jnp.float32)
