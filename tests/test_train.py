@@ -131,39 +131,69 @@ def test_init_from_pretrained_workdir_and_torch(trained, tmp_path, tiny_config):
                                jax.device_get(trainer.state.params["patch_embed"]["kernel"]))
 
 
-def test_resume_after_sigkill_reproduces_losses(tmp_path, tiny_config):
-    """Kill -9 a CLI run right after its step-8 checkpoint; the rerun continues with exactly the
-    losses of an uninterrupted run."""
-    steps = 200
-    cfg = tiny_config(**{"train.total_steps": steps, "train.eval_every_steps": 0,
-                         "train.checkpoint_every_steps": 8, "train.tensorboard": False,
-                         "train.keep_checkpoints": 50})
-    cfg_file = tmp_path / "cfg.py"
+@pytest.fixture(scope="module")
+def cli_reference(tmp_path_factory):
+    """A 200-step CLI run (checkpoint every 8 steps) to compare interrupted runs against."""
+    from conftest import make_tiny_config
+    tmp = tmp_path_factory.mktemp("cli")
+    cfg = make_tiny_config(**{"train.total_steps": 200, "train.eval_every_steps": 0,
+                              "train.checkpoint_every_steps": 8, "train.tensorboard": False,
+                              "train.keep_checkpoints": 50})
+    cfg_file = tmp / "cfg.py"
     cfg_file.write_text("import ml_collections, json\n"
                         f"def get_config():\n    return ml_collections.ConfigDict(json.loads({to_json(cfg)!r}))\n")
     cmd = [sys.executable, "-m", "vitjax.train", "--config", str(cfg_file)]
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
-    subprocess.run(cmd + ["--workdir", str(ref_dir)], check=True, env=env, cwd=REPO,
+    subprocess.run(cmd + ["--workdir", str(tmp / "ref")], check=True, cwd=REPO,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    proc = subprocess.Popen(cmd + ["--workdir", str(run_dir)], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return cmd, _losses_by_step(tmp / "ref"), 200
+
+
+def _interrupt_and_resume(cmd, run_dir, sig, wait_for):
+    proc = subprocess.Popen(cmd + ["--workdir", str(run_dir)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    while not (run_dir / "checkpoints" / "8").is_dir():
-        assert proc.poll() is None, "the run ended before its step-8 checkpoint"
+    while not wait_for():
+        assert proc.poll() is None, "the run ended before it could be interrupted"
         assert time.time() < deadline
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    killed_at = max(_losses_by_step(run_dir))
-    assert killed_at < steps, "the run finished before it was killed"
-    subprocess.run(cmd + ["--workdir", str(run_dir)], check=True, env=env, cwd=REPO,
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    interrupted = {"returncode": proc.returncode, "stderr": err, "last_step": max(_losses_by_step(run_dir))}
+    subprocess.run(cmd + ["--workdir", str(run_dir)], check=True, cwd=REPO,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ref, got = _losses_by_step(ref_dir), _losses_by_step(run_dir)
+    return interrupted
+
+
+def test_resume_after_sigkill_reproduces_losses(tmp_path, cli_reference):
+    """Kill -9 a CLI run right after its step-8 checkpoint; the rerun continues with exactly the
+    losses of an uninterrupted run."""
+    cmd, ref, steps = cli_reference
+    run_dir = tmp_path / "run"
+    r = _interrupt_and_resume(cmd, run_dir, signal.SIGKILL, lambda: (run_dir / "checkpoints" / "8").is_dir())
+    assert r["returncode"] == -signal.SIGKILL
+    assert r["last_step"] < steps, "the run finished before it was killed"
+    got = _losses_by_step(run_dir)
     assert sorted(got) == list(range(1, steps + 1))
-    np.testing.assert_array_equal(np.array([got[s] for s in range(1, steps + 1)]),
-                                  np.array([ref[s] for s in range(1, steps + 1)]))
+    np.testing.assert_array_equal([got[s] for s in range(1, steps + 1)], [ref[s] for s in range(1, steps + 1)])
+
+
+def test_sigterm_saves_at_step_boundary_and_exits_zero(tmp_path, cli_reference):
+    """Preemption: SIGTERM -> checkpoint at the next step boundary, exit 0; the rerun continues
+    with identical losses."""
+    cmd, ref, steps = cli_reference
+    run_dir = tmp_path / "run"
+
+    def started():
+        return (run_dir / "metrics.jsonl").is_file() and len((run_dir / "metrics.jsonl").read_text().splitlines()) >= 3
+
+    r = _interrupt_and_resume(cmd, run_dir, signal.SIGTERM, started)
+    assert r["returncode"] == 0, r["stderr"][-2000:]
+    stopped = r["last_step"]
+    assert stopped < steps
+    assert f"SIGTERM received; saved the step-{stopped} checkpoint and stopped" in r["stderr"]
+    assert str(stopped) in os.listdir(run_dir / "checkpoints")
+    got = _losses_by_step(run_dir)
+    np.testing.assert_array_equal([got[s] for s in range(1, steps + 1)], [ref[s] for s in range(1, steps + 1)])
 
 
 def test_checkpoint_of_other_model_is_refused_untouched(trained, tiny_config, tmp_path):

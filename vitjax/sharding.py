@@ -124,13 +124,20 @@ def logical_shardings(abstract_boxed: Any, mesh: Mesh, rules) -> Any:
     """
     specs = nn.get_partition_spec(abstract_boxed)
     mesh_specs = nn.logical_to_mesh(specs, rules)
-    values = nn.meta.unbox(abstract_boxed)
+    values = strip_boxes(abstract_boxed)
 
     def one(spec, value):
         spec = spec if isinstance(spec, P) else P()
         return NamedSharding(mesh, _fit_spec(spec, value.shape, mesh))
 
     return jax.tree.map(one, mesh_specs, values, is_leaf=lambda x: isinstance(x, P) or x is None)
+
+
+def strip_boxes(tree: Any) -> Any:
+    """The values inside ``nn.LogicallyPartitioned`` boxes, without applying sharding constraints
+    (``nn.meta.unbox`` constrains when rules are active, which fails on abstract values)."""
+    return jax.tree.map(lambda x: x.value if isinstance(x, nn.meta.AxisMetadata) else x, tree,
+                        is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
 
 
 def activation_sharding(mesh: Mesh, rules, logical: Sequence[str | None]) -> NamedSharding:

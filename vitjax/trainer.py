@@ -62,7 +62,7 @@ def build_model(config: ml_collections.ConfigDict):
 class Trainer:
     """Builds everything a run needs from a config; ``train()`` runs it, ``evaluate()`` scores it."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str, devices=None):
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, devices=None, load_data: bool = True):
         config_lib.validate(config)
         self.config = config
         self.workdir = os.path.abspath(workdir)
@@ -89,12 +89,17 @@ class Trainer:
         if self.eval_batch_size % split:
             raise config_lib.ConfigError(f"input.eval_batch_size={self.eval_batch_size} is not divisible by the "
                              f"{split} ways the mesh splits the batch")
-        self.train_source = get_source(**inp.data)
-        self.eval_source = get_source(**inp.eval_data) if inp.get("eval_data") else None
+        if load_data:
+            self.train_source = get_source(**inp.data)
+            self.eval_source = get_source(**inp.eval_data) if inp.get("eval_data") else None
+        else:   # a dry run: shapes come from the model, the schedule length does not matter
+            self.train_source, self.eval_source = range(self.batch_size), None
         tc = config.train
         self.steps_per_epoch = max(1, len(self.train_source) // self.batch_size)
         self.total_steps = int(tc.total_steps) if tc.get("total_steps", -1) > 0 \
             else int(math.ceil(tc.num_epochs * self.steps_per_epoch))
+        if not load_data:   # the schedule length is unknown without the dataset and irrelevant here
+            self.total_steps = max(self.total_steps, int(config.optim.get("warmup_steps", 0)) + 1)
         self.tx, self.lr_fn = make_optimizer(config.optim, self.total_steps)
         self.seed = int(tc.get("seed", 0))
         # "rbg" draws dropout/drop-path masks several times faster than threefry on CPU and TPU (on
@@ -301,7 +306,8 @@ class Trainer:
         sums: dict[str, list[float]] = {}
         for local in eval_batches(self.eval_source, self.config.input.eval_ops, self.eval_batch_size,
                                   process_index=jax.process_index(), process_count=jax.process_count(),
-                                  num_threads=self.config.input.get("num_threads", 2)):
+                                  num_threads=self.config.input.get("num_threads", 2),
+                                  max_bad_fraction=self.config.input.get("max_bad_fraction", 0.01)):
             batch = sh.host_local_to_global(local, self.mesh, self.rules)
             out = jax.device_get(self.compiled_eval_step(batch)(params, batch))
             for k, (s, c) in out.items():
@@ -320,7 +326,9 @@ class Trainer:
         data_it = train_iterator(self.train_source, cfg.input.train_ops, self.batch_size, seed=self.seed,
                                  process_index=jax.process_index(), process_count=jax.process_count(),
                                  num_threads=cfg.input.get("num_threads", 2),
-                                 num_workers=cfg.input.get("num_workers", 0))
+                                 num_workers=cfg.input.get("num_workers", 0),
+                                 batch_ops=cfg.input.get("batch_ops"),
+                                 max_bad_fraction=cfg.input.get("max_bad_fraction", 0.01))
         latest = ckpt.latest_step()
         if latest is not None:
             # Refuse, before touching anything, a checkpoint of another model.

@@ -1,4 +1,29 @@
-"""Input pipelines: sources (``sources``), per-example ops (``ops``), grain pipelines (``pipeline``)."""
-from vitjax.data.ops import OPS, build_ops, register_op  # noqa: F401
-from vitjax.data.pipeline import eval_batches, train_iterator  # noqa: F401
-from vitjax.data.sources import get_source  # noqa: F401
+"""Input pipelines: sources (``sources``), per-example ops (``ops``, ``augment``, ``text``),
+batch ops (``batch_ops``), grain pipelines (``pipeline``) and converters (``convert``, CLI
+``python -m vitjax.data convert``). See docs/data.md.
+
+Names are imported on first use, so that converter worker processes and ``python -m vitjax.data``
+do not pay for importing grain.
+"""
+import importlib
+
+_EXPORTS = {
+    "get_source": "vitjax.data.sources",
+    "train_iterator": "vitjax.data.pipeline",
+    "eval_batches": "vitjax.data.pipeline",
+    "OPS": "vitjax.data.ops",
+    "build_ops": "vitjax.data.ops",
+    "register_op": "vitjax.data.ops",
+    "BATCH_OPS": "vitjax.data.batch_ops",
+    "build_batch_ops": "vitjax.data.batch_ops",
+    "register_batch_op": "vitjax.data.batch_ops",
+    "get_tokenizer": "vitjax.data.text",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'vitjax.data' has no attribute {name!r}")
