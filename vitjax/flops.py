@@ -41,3 +41,24 @@ def compiled_flops(compiled) -> float | None:
     if not cost or "flops" not in cost:
         return None
     return float(cost["flops"])
+
+
+def vit_forward_matmul_flops(model) -> float:
+    """Forward matmul FLOPs of one image through a ``ViT`` (2 per multiply-add), counted by hand.
+
+    Patch projection 2*N*(P*P*C)*D; per block: q/k/v 2*T*D*3D, scores 2*T*T*D, weighted values
+    2*T*T*D, output projection 2*T*D*D, MLP 2*2*T*D*M; head 2*D*K. Training is ~3x this (the
+    backward pass costs two forwards), the convention of Kaplan et al. 2020 and PaLM's MFU.
+    """
+    n = (model.image_size // model.patch_size) ** 2
+    t = n + model.num_prefix_tokens
+    d, m = model.width, model.mlp_dim
+    patch = 2 * n * model.patch_size ** 2 * model.in_channels * d
+    block = 2 * t * d * 3 * d + 2 * 2 * t * t * d + 2 * t * d * d + 2 * 2 * t * d * m
+    heads = (2 if model.distilled else 1) * 2 * d * model.num_classes
+    return float(patch + model.depth * block + heads)
+
+
+def vit_train_flops(model, batch_size: int) -> float:
+    """Model FLOPs of one training step: 3 x forward matmul FLOPs x batch (no remat recompute)."""
+    return 3.0 * vit_forward_matmul_flops(model) * batch_size
