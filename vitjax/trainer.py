@@ -284,6 +284,7 @@ class Trainer:
 
         report = {
             "devices": int(self.mesh.size), "mesh": dict(self.mesh.shape),
+            "platform": self.mesh.devices.flat[0].platform,
             "params": sum(int(np.prod(a.shape)) for a in jax.tree.leaves(self.abstract_state.params)),
             "bytes_params": per_device(self.abstract_state.params),
             "bytes_optimizer": per_device(self.abstract_state.opt_state),
@@ -470,6 +471,10 @@ def format_dry_run(r: dict[str, Any]) -> str:
              f"  batch         {gib(r['bytes_batch'])}",
              f"  activations + temporaries (XLA) {gib(r['bytes_temporaries'])}",
              f"  total         {gib(r['bytes_total'])}"]
+    if r.get("platform") == "cpu":
+        lines.append("  (compiled for CPU: params/optimizer/batch are exact for the target mesh; the CPU "
+                     "compiler's temporaries do not reflect remat or bf16 storage, so treat them as an "
+                     "upper bound and rerun the dry run on the target accelerator for exact figures)")
     if r.get("flops_per_device"):
         lines.append(f"FLOPs per device per step (XLA): {r['flops_per_device'] / 1e12:.3f} TFLOP")
     lines.append("collectives per step: " + ", ".join(f"{k} {v}" for k, v in r["collectives"].items()))
