@@ -424,7 +424,8 @@ class Trainer:
                     if final_eval:
                         writer.write(done, final_eval)
                         if is_main:
-                            bar.write(f"step {done}: " + ", ".join(f"{k}={v:.4f}" for k, v in final_eval.items()))
+                            bar.write(f"step {done}: " + ", ".join(f"{k}={v:.4f}" for k, v in final_eval.items()),
+                                      file=sys.stderr)
                     t_window, steps_window = time.time(), 0
                 if save_now:
                     ckpt.save(done, state, data_it, meta={"model": dict(cfg.model)})
@@ -432,7 +433,7 @@ class Trainer:
                     self.preempted_at = done
                     if is_main:
                         bar.write(f"vitjax: SIGTERM received; saved the step-{done} checkpoint and stopped. "
-                                  f"Rerun the same command to resume.")
+                                  f"Rerun the same command to resume.", file=sys.stderr)
                     break
             if pending is not None:
                 consume(pending)
