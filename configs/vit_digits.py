@@ -5,7 +5,7 @@
 1,437 training / 360 held-out 8x8 grey digits, upsampled (bilinear) to 16x16 and cut into 4x4
 patches: 16 tokens. (Native 8x8 with 2x2 patches has the same token count but reached only ~91%
 in the same steps: the bilinear upsampling lets each patch see its neighbours' edges.) A 4-block, 128-wide ViT with global-average pooling, random-translation augmentation and
-label smoothing. Expected: test top-1 (eval/top1) about 0.97-0.98 in about a minute on 2 CPU cores.
+label smoothing. Measured: test top-1 (eval/top1) 0.978 in 2.5 minutes on 2 CPU cores.
 """
 import ml_collections
 
@@ -30,7 +30,9 @@ def get_config():
     c.input.train_ops = [dict(op="resize", size=16), dict(op="random_pad_crop", pad=2),
                          dict(op="normalize", mean=0.5, std=0.5)]
     c.input.eval_ops = [dict(op="resize", size=16), dict(op="normalize", mean=0.5, std=0.5)]
-    c.input.num_threads = 2
+    # Decode/augment in the main thread: 8x8 images cost less to prepare than a thread hand-off, and
+    # on 2 cores extra threads only steal time from XLA (151 s vs 186 s for the whole run).
+    c.input.num_threads = 0
     c.input.num_workers = 0
 
     c.optim = dict(name="adamw", lr=2e-3, b1=0.9, b2=0.999, weight_decay=0.05, clip_norm=1.0,
