@@ -4,6 +4,11 @@
     fit = with_bootstrap(fit_chinchilla, N, D, loss, n_boot=200)      # fit + 95% bootstrap CIs
     N_opt, D_opt, a, b = compute_optimal(fit, C=1e20)
 
+Sweeps: ``vitjax.scaling.sweep`` plans and trains a grid/star of runs and records N, D, C, losses and
+learning curves per run; ``vitjax.scaling.analysis`` turns those records into fits, plots and a report
+(command lines: experiments/scaling/sweep.py and analyze.py; guide: docs/scaling.md). Neither is
+imported here, so fitting stays free of JAX.
+
 References: Kaplan et al. 2020 (power laws); Hoffmann et al. 2022 (Chinchilla, Approach 3 fit and
 compute-optimal allocation); Zhai et al. 2022 (saturating law for ViTs); Alabdulmohsin et al. 2023
 (shape-aware extension, not implemented). See ``vitjax.scaling.fit`` for formulas.

@@ -659,9 +659,20 @@ def bootstrap(fit_fn: Callable[..., Any], *arrays, n_boot: int = 200, seed: int 
     out.samples = {k: np.array([r[k] for r in rows], float) for k in rows[0]}
     lo_q, hi_q = 100 * (1 - ci) / 2, 100 * (1 + ci) / 2
     for k, v in out.samples.items():
-        out[k] = (float(np.nanpercentile(v, lo_q)), float(np.nanpercentile(v, hi_q)))
+        out[k] = (_percentile(v, lo_q), _percentile(v, hi_q))
     out.n_failed, out.level = n_failed, ci
     return out
+
+
+def _percentile(v: np.ndarray, q: float) -> float:
+    """``nanpercentile``; where it would interpolate between a finite and an infinite sample (a refit
+    whose coefficient overflowed), which gives NaN and a RuntimeWarning, the nearest sample instead
+    (so an unbounded side of the interval reads as inf)."""
+    with np.errstate(invalid="ignore"):
+        p = float(np.nanpercentile(v, q))
+    if np.isnan(p) and np.isinf(v).any():
+        p = float(np.nanpercentile(v, q, method="nearest"))
+    return p
 
 
 def with_bootstrap(fit_fn: Callable[..., Any], *arrays, n_boot: int = 200, seed: int = 0,

@@ -104,6 +104,25 @@ def _log_span(lo: float, hi: float, pad: float = 1.5, n: int = 200) -> np.ndarra
 # plots
 # ---------------------------------------------------------------------------------------------------
 
+def _plain_log_ticks(axis) -> None:
+    """Ticks at 1, 2, 5 x 10^k labelled as plain numbers: predicted losses usually span less than a
+    decade, where matplotlib's default labels every minor tick and the labels collide."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _floor_line(ax, value: float, label: str, loss) -> None:
+    """The irreducible-loss line, unless it lies far below the data: a fitted floor of ~0 (common
+    when a sweep stops short of saturation) would otherwise stretch the log axis over decades."""
+    lo = float(np.min(loss)) if np.size(loss) else value
+    if value > 0 and value >= 0.05 * lo:
+        ax.axhline(value, color="k", ls=":", lw=1, label=label)
+    else:
+        ax.plot([], [], " ", label=f"{label} (below the axes)")
+
+
 def plot_loss_vs_compute(runs, fit, path, *, flops_per_param_token: float = 6.0,
                          title: str | None = None) -> str:
     """Loss vs training compute, runs coloured by model size, with the fitted frontier.
@@ -140,13 +159,21 @@ def plot_loss_vs_compute(runs, fit, path, *, flops_per_param_token: float = 6.0,
         N_opt, D_opt, a_, b_ = compute_optimal(fit, Cg, flops_per_param_token)
         ax.plot(Cg, fit.predict(N_opt, D_opt), "k-", lw=2,
                 label=f"compute-optimal frontier ($N_{{opt}}\\propto C^{{{a_:.2f}}}$)")
-        ax.axhline(fit.E, color="k", ls=":", lw=1, label=f"E = {fit.E:.3g}")
+        _floor_line(ax, fit.E, f"E = {fit.E:.3g}", L[ok])
     elif fit is not None:
         ax.plot(Cg, fit.predict(Cg), "k-", lw=2, label="fit")
         floor = fit.E if isinstance(fit, PowerLawFit) else fit.c
-        ax.axhline(floor, color="k", ls=":", lw=1, label=f"irreducible = {floor:.3g}")
+        _floor_line(ax, floor, f"irreducible = {floor:.3g}", L[ok])
     ax.set_xscale("log")
     ax.set_yscale("log")
+    if ok.any():
+        # Frame the runs (and the floor line, if drawn): extrapolated per-size curves can climb decades
+        # above the data at small compute and would otherwise squash the runs into a sliver.
+        lo, hi = float(L[ok].min()), float(L[ok].max())
+        floor = getattr(fit, "E", getattr(fit, "c", None)) if fit is not None else None
+        if floor is not None and floor > 0 and floor >= 0.05 * lo:
+            lo = min(lo, floor)
+        ax.set_ylim(lo / 1.5, hi * 1.5)
     ax.set_xlabel("training compute C [FLOPs]")
     ax.set_ylabel("loss")
     ax.set_title(title or "loss vs compute")
@@ -270,6 +297,7 @@ def plot_residuals(fit, x, y, path, *, title: str | None = None) -> str:
     ax1.scatter(pred, r, s=18)
     ax1.axhline(0, color="k", lw=1)
     ax1.set_xscale("log")
+    _plain_log_ticks(ax1.xaxis)
     ax1.set_xlabel("predicted loss")
     ax1.set_ylabel("log(observed) - log(predicted)")
     ax1.set_title(title or f"residuals ({r.size} points, RMS {np.sqrt(np.mean(r ** 2)):.2e})")

@@ -1,0 +1,42 @@
+"""Fit scaling laws to a finished (or partly finished) sweep and write report.md/report.json/plots.
+
+    python experiments/scaling/analyze.py --out workdirs/scaling_digits
+    python experiments/scaling/analyze.py --out workdirs/scaling_digits --loss best_loss --n N --holdout 4
+
+Options not given default to the ``analysis`` section of the sweep config (saved in OUT/sweep.json).
+See vitjax/scaling/analysis.py for what is fitted and docs/scaling.md for how to read the report.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="the sweep folder given to sweep.py")
+    p.add_argument("--loss", choices=("loss", "best_loss"), default=None, help="final (default) or best eval loss")
+    p.add_argument("--n", choices=("N_nonembed", "N"), default=None, help="parameter count to fit against")
+    p.add_argument("--holdout", type=int, default=None, help="largest-compute runs held out (default 3)")
+    p.add_argument("--n_boot", type=int, default=None, help="bootstrap resamples per law (default 200)")
+    p.add_argument("--no_plots", action="store_true")
+    args = p.parse_args(argv)
+    from vitjax.scaling.analysis import analyze_sweep, summary
+    t0 = time.time()
+    try:
+        doc = analyze_sweep(args.out, loss_key=args.loss, n_key=args.n, holdout=args.holdout,
+                            n_boot=args.n_boot, plots=False if args.no_plots else None)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"analysis: {time.time() - t0:.0f} s; report: {os.path.join(args.out, 'report.md')}", file=sys.stderr)
+    print(summary(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

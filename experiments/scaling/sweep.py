@@ -1,0 +1,76 @@
+"""Run a scaling sweep (grid or star over width, depth, MLP size, images seen, learning rate), then fit
+and report the scaling laws.
+
+    python experiments/scaling/sweep.py --config configs/scaling_digits.py --out workdirs/scaling_digits
+    python experiments/scaling/sweep.py --config configs/scaling_digits.py --out DIR --dry_run
+    python experiments/scaling/sweep.py --config configs/scaling_digits.py --out DIR --config.grid.width=[16,32]
+
+Runs train one after another in this process, each in ``DIR/runs/<name>/``. Rerunning the command
+skips finished runs and resumes a half-finished one from its checkpoint. On several hosts or slices
+sharing DIR, start the same command with ``--shard i/n`` on each (i = 0..n-1), then run
+``experiments/scaling/analyze.py --out DIR`` once all are done. See docs/scaling.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from vitjax.config import ConfigError  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", required=True, help="sweep config file, e.g. configs/scaling_digits.py")
+    p.add_argument("--out", required=True, help="sweep folder (runs, records, report, plots)")
+    p.add_argument("--shard", default="0/1", help="i/n: train only runs i, i+n, ... of the plan")
+    p.add_argument("--dry_run", action="store_true", help="print the planned runs and exit")
+    p.add_argument("--no_analyze", action="store_true", help="train only; fit later with analyze.py")
+    p.add_argument("--compilation_cache", default="auto",
+                   help="jax persistent compilation cache folder ('auto': OUT/jax_cache, 'none': off); "
+                        "runs of the same shape share their compiled eval step")
+    args, overrides = p.parse_known_args(argv)
+    from vitjax.scaling import sweep as sw
+    try:
+        idx, _, n = args.shard.partition("/")
+        shard = (int(idx), int(n or 1))
+    except ValueError:
+        print(f"error: --shard {args.shard!r} must look like 0/4", file=sys.stderr)
+        return 2
+    try:
+        cfg = sw.load_sweep_config(args.config, overrides)
+        if args.dry_run:
+            specs = sw.plan(cfg)
+            for i, s in enumerate(specs):
+                print(f"{i:3d} {s.name:28s} " + " ".join(f"{k}={v}" for k, v in s.overrides.items()))
+            print(f"{len(specs)} runs, {sum(s.overrides['train.total_steps'] for s in specs)} steps in all")
+            return 0
+        if args.compilation_cache != "none":
+            import jax
+            cache = os.path.join(args.out, "jax_cache") if args.compilation_cache == "auto" else args.compilation_cache
+            jax.config.update("jax_compilation_cache_dir", os.path.abspath(cache))
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        t0 = time.time()
+        load0 = os.getloadavg()[0]
+        sw.run_sweep(cfg, args.out, shard=shard)
+        print(f"sweep: {time.time() - t0:.0f} s of training (load average {load0:.2f} -> "
+              f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs)", file=sys.stderr)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.no_analyze or shard[1] > 1:
+        return 0
+    from vitjax.scaling.analysis import analyze_sweep, summary
+    t1 = time.time()
+    doc = analyze_sweep(args.out)
+    print(f"analysis: {time.time() - t1:.0f} s; report: {os.path.join(args.out, 'report.md')}", file=sys.stderr)
+    print(f"total: {time.time() - t0:.0f} s", file=sys.stderr)
+    print(summary(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
