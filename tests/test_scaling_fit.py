@@ -264,3 +264,17 @@ def test_plots_written(tmp_path, chinchilla_data, chinchilla_boot):
     paths.append(plot_loss_vs_compute({"C": 6 * N * D, "loss": L}, pl, tmp_path / "pl.png"))
     for p in paths:
         assert (tmp_path / p).stat().st_size > 1000, p
+
+
+def test_bootstrap_interval_with_overflowed_refits_is_unbounded_not_nan():
+    # A refit whose coefficient overflows to inf must give an open-ended interval, not NaN + a warning.
+    from types import SimpleNamespace
+    x = np.arange(10.0)
+
+    def fit(a):
+        return SimpleNamespace(v=np.inf if a.max() == 9 else a.mean())
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ci = bootstrap(fit, x, n_boot=50, statistic=lambda f: {"v": f.v})
+    assert np.isfinite(ci["v"][0]) and ci["v"][1] == np.inf
