@@ -2,7 +2,7 @@
 
     tfds build imagenet2012 --data_dir ~/tensorflow_datasets --file_format=array_record
     python -m vitjax.train --config configs/vit_b16_imagenet.py --workdir workdirs/vit_b16_i1k \
-        --config.input.data.data_dir=~/tensorflow_datasets --config.input.eval_data.data_dir=~/tensorflow_datasets
+        --config.input.data.data_dir=~/tensorflow_datasets
 
 Recipe: 300 epochs at batch 1024, AdamW (lr 5e-4 x batch/512, wd 0.05), 5 warmup epochs, cosine,
 label smoothing 0.1, stochastic depth 0.1, Inception crop + flip + RandAugment(2, 9), mixup 0.8 /
@@ -25,7 +25,7 @@ def get_config():
 
     c.input = ml_collections.ConfigDict()
     c.input.data = dict(name="imagenet2012", split="train", data_dir=None)
-    c.input.eval_data = dict(name="imagenet2012", split="validation", data_dir=None)
+    c.input.eval_data = dict(name=None, split="validation", data_dir=None)   # None: as input.data
     c.input.batch_size = 1024
     c.input.eval_batch_size = 1024
     # Decoding is fused with the crop (reduced-size JPEG decode): the hot path of the input pipeline.

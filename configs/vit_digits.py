@@ -22,7 +22,9 @@ def get_config():
 
     c.input = ml_collections.ConfigDict()
     c.input.data = dict(name="digits", split="train", data_dir=None)
-    c.input.eval_data = dict(name="digits", split="test", data_dir=None)
+    # Unset name/data_dir/split follow input.data (split: validation, else test), so overriding
+    # input.data.name and input.data.data_dir moves evaluation to the new dataset too.
+    c.input.eval_data = dict(name=None, split=None, data_dir=None)
     c.input.batch_size = 128
     c.input.eval_batch_size = 120
     # Pixels to [-1, 1]; the model sees float32 NHWC [B, 16, 16, 1]. Training shifts each digit by up

@@ -55,6 +55,11 @@ def test_cli_reports_config_errors_without_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "vitjax.train", "--config", "nope.py", "--workdir", str(tmp_path)],
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and "config file 'nope.py' does not exist" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "vitjax.train", "--config", DIGITS, "--workdir", str(tmp_path),
+                        "--config.input.data.name=my_photos", f"--config.input.data.data_dir={tmp_path}"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"python -m vitjax.data convert --image-folder DIR --out {tmp_path} --name my_photos" in r.stderr
 
 
 def test_weight_decay_mask_skips_norms_biases_embeddings():

@@ -117,3 +117,13 @@ def test_dataset_built_by_tfds_itself(tmp_path):
     heights = sorted(apply_ops(dict(src[i]), build_ops([dict(op="decode")]), None)["image"].shape[0]
                      for i in range(9))
     assert heights == list(range(20, 29))
+
+
+def test_eval_source_follows_the_training_dataset():
+    from vitjax.data.sources import get_eval_source
+    src = get_eval_source({"name": "digits", "split": "train", "data_dir": None},
+                          {"name": None, "split": None, "data_dir": None})
+    assert src.split == "test" and len(src) == 360          # digits has no validation split: test
+    assert get_eval_source({"name": "digits", "split": "train"}, None) is None
+    with pytest.raises(ValueError, match="the digits dataset has splits"):
+        get_eval_source({"name": "digits", "split": "train"}, {"name": None, "split": "holdout"})

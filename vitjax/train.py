@@ -76,12 +76,13 @@ def main(argv=None) -> int:
                                    num_processes=args.num_processes, process_id=args.process_id,
                                    initialization_timeout=args.distributed_timeout)
     from vitjax import config as config_lib
+    from vitjax.data.sources import DatasetNotPreparedError
     from vitjax.trainer import Trainer
 
     try:
         config = config_lib.apply_overrides(config_lib.load_config_file(args.config), overrides)
         trainer = Trainer(config, args.workdir, load_data=not args.dry_run)
-    except config_lib.ConfigError as e:
+    except (config_lib.ConfigError, DatasetNotPreparedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.dry_run:

@@ -32,6 +32,7 @@ from vitjax import config as config_lib
 from vitjax import sharding as sh
 from vitjax.checkpoint import Checkpointer
 from vitjax.data import eval_batches, get_source, train_iterator
+from vitjax.data.sources import get_eval_source
 from vitjax.flops import compiled_flops, device_peak_flops
 from vitjax.metrics import MetricWriter
 from vitjax.objectives import create_objective
@@ -91,7 +92,7 @@ class Trainer:
                              f"{split} ways the mesh splits the batch")
         if load_data:
             self.train_source = get_source(**inp.data)
-            self.eval_source = get_source(**inp.eval_data) if inp.get("eval_data") else None
+            self.eval_source = get_eval_source(inp.data, inp.get("eval_data"))
         else:   # a dry run: shapes come from the model, the schedule length does not matter
             self.train_source, self.eval_source = range(self.batch_size), None
         tc = config.train

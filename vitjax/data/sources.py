@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -179,3 +179,27 @@ def get_source(name: str, split: str, data_dir: str | None = None):
     if name == "digits":
         return DigitsSource(split)
     return TfdsSource(name, split, data_dir)
+
+
+EVAL_SPLITS = ("validation", "test", "val")
+
+
+def get_eval_source(train: Mapping[str, Any], eval_data: Mapping[str, Any] | None):
+    """The eval source for ``config.input.eval_data``. Unset fields follow ``config.input.data``: a
+    missing ``name``/``data_dir`` means the training dataset's, and a missing ``split`` means the first
+    of validation/test/val that the dataset has. So ``--config.input.data.name=NAME
+    --config.input.data.data_dir=DIR`` moves training and evaluation to another dataset together."""
+    if eval_data is None:
+        return None
+    name = eval_data.get("name") or train["name"]
+    data_dir = eval_data.get("data_dir") or (train.get("data_dir") if name == train["name"] else None)
+    if eval_data.get("split"):
+        return get_source(name, eval_data["split"], data_dir)
+    last = None
+    for split in EVAL_SPLITS:
+        try:
+            return get_source(name, split, data_dir)
+        except ValueError as e:   # that split is absent; DatasetNotPreparedError propagates
+            last = e
+    raise ValueError(f"dataset {name!r} has none of the eval splits {EVAL_SPLITS}; set "
+                     f"config.input.eval_data.split ({last})")
