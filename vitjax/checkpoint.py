@@ -12,7 +12,6 @@ from typing import Any
 
 import grain
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import SingleDeviceSharding
 
@@ -132,11 +131,13 @@ def load_workdir(workdir: str, step: int | None = None):
 
 
 def abstract_params(model, config) -> Any:
-    """Shapes/dtypes of the model's parameters, without allocating them."""
-    from flax import linen as nn
+    """Shapes/dtypes of the model's parameters, without allocating them (inputs shaped as the
+    config's objective describes its batches)."""
+    from vitjax.objectives import create_objective
+    from vitjax.sharding import strip_boxes
 
-    size = int(config.model.image_size)
-    x = jax.ShapeDtypeStruct((1, size, size, int(config.model.get("in_channels", 3))), np.float32)
-    variables = jax.eval_shape(model.init, jax.random.key(0), x)
-    return nn.meta.unbox(variables["params"])
-
+    objective = create_objective(config.objective)
+    example = objective.example_batch(model, 1)
+    variables = jax.eval_shape(lambda rng, b: model.init(rng, *objective.init_inputs(b)),
+                               jax.random.key(0), example)
+    return strip_boxes(variables["params"])
