@@ -129,6 +129,16 @@ def test_init_from_pretrained_workdir_and_torch(trained, tmp_path, tiny_config):
     t, _ = _train(cfg, tmp_path / "ft")
     np.testing.assert_allclose(jax.device_get(t.state.params["patch_embed"]["kernel"]),
                                jax.device_get(trainer.state.params["patch_embed"]["kernel"]))
+    # Fine-tuning at a higher resolution (16 -> 32 px: 4x4 -> 8x8 patches) resizes the position table.
+    cfg = tiny_config(**{"train.total_steps": 1, "train.eval_every_steps": 1, "train.checkpoint_every_steps": 1,
+                         "optim.warmup_steps": 0, "optim.lr": 0.0, "model.image_size": 32})
+    cfg.input.train_ops = [dict(op="resize", size=32), dict(op="normalize")]
+    cfg.input.eval_ops = [dict(op="resize", size=32), dict(op="normalize")]
+    set_key(cfg, "init.path", str(wd))
+    t32, _ = _train(cfg, tmp_path / "ft32")
+    assert t32.state.params["pos_embedding"].shape == (1, 64, 32)
+    np.testing.assert_allclose(jax.device_get(t32.state.params["encoder"]["block0"]["mlp"]["fc1"]["kernel"]),
+                               jax.device_get(trainer.state.params["encoder"]["block0"]["mlp"]["fc1"]["kernel"]))
 
 
 @pytest.fixture(scope="module")

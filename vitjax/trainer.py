@@ -159,9 +159,17 @@ class Trainer:
         path, drop_head = self.config.init.path, bool(self.config.init.get("drop_head", False))
         if os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(os.path.join(path, "checkpoints")):
             from vitjax.checkpoint import load_workdir
-            loaded = jax.device_get(load_workdir(path)[2])
+            loaded = dict(jax.device_get(load_workdir(path)[2]))
             if drop_head:
                 loaded = {k: v for k, v in loaded.items() if not k.startswith("head")}
+            pos = loaded.get("pos_embedding")
+            if pos is not None and hasattr(self.model, "grid") and pos.shape[1] != \
+                    self.model.num_prefix_tokens + self.model.grid[0] * self.model.grid[1]:
+                # Fine-tuning at another resolution: interpolate the learned table to the new grid.
+                from vitjax.models.posemb import resize_posemb
+                old = int(round((pos.shape[1] - self.model.num_prefix_tokens) ** 0.5))
+                loaded["pos_embedding"] = resize_posemb(pos, self.model.num_prefix_tokens, (old, old),
+                                                        self.model.grid)
         else:
             from vitjax.export.vit import import_pretrained
             loaded = import_pretrained(path, self.model, drop_head=drop_head)
