@@ -6,6 +6,7 @@ sharding, the optimizer step, checkpoints, logging. A new recipe (MAE, CLIP, DIN
 """
 from __future__ import annotations
 
+import abc
 from typing import Any, Callable
 
 import jax
@@ -30,13 +31,14 @@ def create_objective(cfg: ml_collections.ConfigDict) -> "Objective":
     return _OBJECTIVES[name](**kwargs)
 
 
-class Objective:
-    """Base class. Subclasses implement ``loss`` and ``eval_metrics``.
+class Objective(abc.ABC):
+    """Base class. Subclasses implement ``example_batch``, ``loss`` and ``eval_metrics``.
 
     Batches are dicts of arrays whose leading dim is the (global) batch; eval batches also hold a
     boolean ``mask`` [B] marking real examples (the last batch is padded to a fixed shape).
     """
 
+    @abc.abstractmethod
     def example_batch(self, model, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
         """Shapes/dtypes of one training batch, derived from the model alone (no data is read, so a
         dry run works before the dataset exists)."""
@@ -46,10 +48,12 @@ class Objective:
         """Positional inputs for ``model.init`` built from a (dummy) batch."""
         return (batch["image"],)
 
+    @abc.abstractmethod
     def loss(self, model, params, batch, rng: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Returns (scalar loss, dict of scalar metrics) for one batch."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def eval_metrics(self, model, params, batch) -> dict[str, tuple[jax.Array, jax.Array]]:
         """Returns {name: (sum over the batch's real examples, count)}; the loop divides at the end."""
         raise NotImplementedError
