@@ -7,7 +7,6 @@ per batch by grain, so the ops are reproducible and resumable like the per-examp
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -23,20 +22,9 @@ def register_batch_op(name: str):
 
 
 def build_batch_ops(specs: Sequence[Mapping[str, Any]] | None) -> list[Callable]:
-    """Turns a config list of ``dict(op=NAME, **kwargs)`` into callables, checking names early."""
-    ops = []
-    for spec in specs or ():
-        spec = dict(spec)
-        name = spec.pop("op", None)
-        if name not in BATCH_OPS:
-            raise ValueError(f"unknown batch op {name!r}; nearest: "
-                             f"{difflib.get_close_matches(str(name), list(BATCH_OPS), n=3)}; "
-                             f"all batch ops: {sorted(BATCH_OPS)}")
-        try:
-            ops.append(BATCH_OPS[name](**spec))
-        except TypeError as e:
-            raise ValueError(f"bad arguments for batch op {name!r}: {e}") from e
-    return ops
+    """Turns a config list of ``dict(op=NAME, **kwargs)`` into batch op callables."""
+    from vitjax.data.ops import build_from_registry
+    return build_from_registry(specs, BATCH_OPS, "batch op", "all batch ops")
 
 
 def cutmix_box(rng: np.random.Generator, h: int, w: int, lam: float) -> tuple[int, int, int, int]:

@@ -44,22 +44,30 @@ def _load_op_modules() -> None:
         importlib.import_module(m)
 
 
-def build_ops(specs: Sequence[Mapping[str, Any]] | None) -> list[Callable]:
-    """Turns a config list of ``dict(op=NAME, **kwargs)`` into callables, checking names early."""
-    _load_op_modules()
+def build_from_registry(specs: Sequence[Mapping[str, Any]] | None, registry: Mapping[str, Callable],
+                        kind: str, all_label: str) -> list[Callable]:
+    """Turns a config list of ``dict(op=NAME, **kwargs)`` into callables from ``registry``, checking
+    names and arguments early (shared by per-example and batch ops)."""
+    import difflib
     ops = []
     for spec in specs or ():
         spec = dict(spec)
         name = spec.pop("op", None)
-        if name not in OPS:
-            import difflib
-            raise ValueError(f"unknown preprocessing op {name!r}; nearest: "
-                             f"{difflib.get_close_matches(str(name), list(OPS), n=3)}; all ops: {sorted(OPS)}")
+        if name not in registry:
+            raise ValueError(f"unknown {kind} {name!r}; nearest: "
+                             f"{difflib.get_close_matches(str(name), list(registry), n=3)}; "
+                             f"{all_label}: {sorted(registry)}")
         try:
-            ops.append(OPS[name](**spec))
+            ops.append(registry[name](**spec))
         except TypeError as e:
-            raise ValueError(f"bad arguments for preprocessing op {name!r}: {e}") from e
+            raise ValueError(f"bad arguments for {kind} {name!r}: {e}") from e
     return ops
+
+
+def build_ops(specs: Sequence[Mapping[str, Any]] | None) -> list[Callable]:
+    """Turns a config list of ``dict(op=NAME, **kwargs)`` into per-example op callables."""
+    _load_op_modules()
+    return build_from_registry(specs, OPS, "preprocessing op", "all ops")
 
 
 def apply_ops(example: dict, ops: Sequence[Callable], rng: np.random.Generator | None) -> dict:
