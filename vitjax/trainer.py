@@ -72,8 +72,11 @@ class Trainer:
         except ValueError as e:
             raise config_lib.ConfigError(str(e)) from e
         self.rules = sh.rules_from_config(config.get("sharding_rules"))
-        self.model = build_model(config)
-        self.objective = create_objective(config.objective)
+        try:   # a model or objective option out of range is a config mistake, reported as one
+            self.model = build_model(config)
+            self.objective = create_objective(config.objective)
+        except ValueError as e:
+            raise config_lib.ConfigError(str(e)) from e
         inp = config.input
         self.batch_size = int(inp.batch_size)
         split = sh.batch_axes_size(self.mesh, self.rules)
@@ -155,11 +158,21 @@ class Trainer:
     def _load_init_params(self, params):
         """Overwrites freshly initialised params with pretrained ones (``config.init.path``): a
         PyTorch ViT (timm/HF safetensors or .bin) or another vitjax workdir. With
-        ``config.init.drop_head`` the new head keeps its initialisation (fine-tuning on new classes)."""
+        ``config.init.drop_head`` the new head keeps its initialisation (fine-tuning on new classes).
+        ``config.init.encoder_only`` moves only the encoder between an MAE and a ViT classifier (fine-tuning
+        an MAE-pretrained encoder, or starting an MAE from a classifier's encoder)."""
         path, drop_head = self.config.init.path, bool(self.config.init.get("drop_head", False))
+        encoder_only = bool(self.config.init.get("encoder_only", False))
+        target_is_mae = "decoder_pred" in params
         if os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(os.path.join(path, "checkpoints")):
             from vitjax.checkpoint import load_workdir
-            loaded = dict(jax.device_get(load_workdir(path)[2]))
+            raw = dict(jax.device_get(load_workdir(path)[2]))
+            loaded = _encoder_init(raw, params, encoder_only, path)
+            if target_is_mae and "decoder_pred" not in raw:
+                merged = dict(jax.device_get(params))
+                merged["encoder"] = dict(merged["encoder"], **loaded["encoder"])
+                log.info("initialised the MAE encoder from %s", path)
+                return jax.device_put(merged, self.state_sharding.params)
             if drop_head:
                 loaded = {k: v for k, v in loaded.items() if not k.startswith("head")}
             pos = loaded.get("pos_embedding")
@@ -170,6 +183,16 @@ class Trainer:
                 old = int(round((pos.shape[1] - self.model.num_prefix_tokens) ** 0.5))
                 loaded["pos_embedding"] = resize_posemb(pos, self.model.num_prefix_tokens, (old, old),
                                                         self.model.grid)
+        elif target_is_mae:
+            from vitjax.export.vit import import_pretrained
+            if not encoder_only:
+                raise ValueError(f"config.init.path={path!r} is a PyTorch ViT, which has no MAE decoder; set "
+                                 f"config.init.encoder_only=True to start the MAE encoder from it")
+            from vitjax.export.mae import encoder_model
+            enc = import_pretrained(path, encoder_model(self.model), drop_head=True)
+            merged = dict(jax.device_get(params))
+            merged["encoder"] = dict(merged["encoder"], **enc)
+            return jax.device_put(merged, self.state_sharding.params)
         else:
             from vitjax.export.vit import import_pretrained
             loaded = import_pretrained(path, self.model, drop_head=drop_head)
@@ -300,10 +323,60 @@ class Trainer:
         return report
 
     # ---------------------------------------------------------------------- evaluation
+    def map_batches(self, name: str, fn, params, source, ops=None, batch_size: int | None = None,
+                    max_examples: int | None = None) -> dict[str, np.ndarray]:
+        """Runs ``fn(params, batch) -> {key: [B, ...]}`` (jitted, sharded like the eval step) over one
+        ordered pass of ``source`` prepared with ``ops`` (default: the eval ops) and returns the
+        per-example outputs as numpy arrays with the padded rows removed, plus the batch's ``label``
+        when the source has labels. ``name`` keys the compile cache. The building block of
+        representation evaluations (kNN, linear probe, zero-shot): features of a whole split.
+
+        With several processes every process gets the outputs of all examples (in a process-strided
+        order, the same on every process)."""
+        if max_examples is not None and max_examples < len(source):
+            source = _Prefix(source, max_examples)
+        out: dict[str, list] = {}
+        bs = batch_size or self.eval_batch_size
+        for local in eval_batches(source, self.config.input.eval_ops if ops is None else ops, bs,
+                                  process_index=jax.process_index(), process_count=jax.process_count(),
+                                  num_threads=self.config.input.get("num_threads", 2),
+                                  max_bad_fraction=self.config.input.get("max_bad_fraction", 0.01)):
+            batch = sh.host_local_to_global(local, self.mesh, self.rules)
+            key = ("map", name) + tuple(sorted((k, v.shape) for k, v in batch.items()))
+            if key not in self._compiled:
+                bsh = self.batch_sharding(batch)
+
+                def step(p, b):
+                    r = dict(fn(p, b))
+                    r["mask"] = b["mask"]
+                    if "label" in b:
+                        r.setdefault("label", b["label"])
+                    return r
+
+                jitted = jax.jit(step, in_shardings=(self.state_sharding.params, bsh),
+                                 out_shardings=sh.replicated(self.mesh))
+                with self._ctx():
+                    self._compiled[key] = jitted.lower(
+                        self.abstract_state.params,
+                        {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bsh[k]) for k, v in batch.items()}
+                    ).compile()
+            res = jax.device_get(self._compiled[key](params, batch))
+            keep = np.asarray(res.pop("mask"), bool)
+            for k, v in res.items():
+                out.setdefault(k, []).append(np.asarray(v)[keep])
+        return {k: np.concatenate(v) for k, v in out.items()}
+
     def evaluate(self, params) -> dict[str, float]:
-        """Metrics over the whole eval split, as ``{"eval/<name>": value}``."""
+        """Metrics over the whole eval split, as ``{"eval/<name>": value}``, plus the objective's
+        whole-split evaluations (``Objective.extra_evals``: kNN, linear probe, zero-shot...)."""
         if self.eval_source is None:
             return {}
+        result = self._eval_metrics(params)
+        extra = self.objective.extra_evals(self, params)
+        result.update({f"eval/{k}": float(v) for k, v in extra.items()})
+        return result
+
+    def _eval_metrics(self, params) -> dict[str, float]:
         sums: dict[str, list[float]] = {}
         for local in eval_batches(self.eval_source, self.config.input.eval_ops, self.eval_batch_size,
                                   process_index=jax.process_index(), process_count=jax.process_count(),
@@ -480,6 +553,48 @@ def format_dry_run(r: dict[str, Any]) -> str:
         lines.append(f"FLOPs per device per step (XLA): {r['flops_per_device'] / 1e12:.3f} TFLOP")
     lines.append("collectives per step: " + ", ".join(f"{k} {v}" for k, v in r["collectives"].items()))
     return "\n".join(lines)
+
+
+def _encoder_init(loaded: dict, target: Any, encoder_only: bool, path: str) -> dict:
+    """Adapts a workdir's params to the model being initialised when one is an MAE and the other a
+    ViT classifier: with ``config.init.encoder_only`` the encoder moves across (the MAE's decoder, or
+    the classifier's head and tokens the other model lacks, are left out); without it, a clear
+    error naming what is missing and extra."""
+    src_mae, dst_mae = "decoder_pred" in loaded, "decoder_pred" in target
+    if src_mae == dst_mae:
+        return loaded
+    extra = sorted(set(loaded) - set(target))
+    missing = sorted(set(target) - set(loaded))
+    if not encoder_only:
+        kind = ("an MAE checkpoint (encoder + decoder)", "a ViT classifier") if src_mae else \
+            ("a ViT classifier checkpoint", "an MAE")
+        raise ValueError(f"config.init.path={path!r} is {kind[0]} but the model is {kind[1]}: the checkpoint "
+                         f"has parameters {extra} that the model lacks, and lacks {missing}. Set "
+                         f"config.init.encoder_only=True to load the encoder only.")
+    if src_mae:         # MAE -> classifier: the encoder's tree is a ViT's; keep what the classifier has
+        enc = loaded["encoder"]
+        kept = {k: v for k, v in enc.items() if k in target}
+        dropped = sorted(set(enc) - set(kept))
+        if dropped:
+            log.info("encoder_only: left out %s (the classifier has no such parameters)", dropped)
+        return kept
+    enc_target = target["encoder"]
+    return {"encoder": {k: v for k, v in loaded.items() if k in enc_target}}
+
+
+class _Prefix:
+    """The first ``n`` records of a source (a random-access view)."""
+
+    def __init__(self, source, n: int):
+        self.source, self.n = source, int(n)
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.source[i]
 
 
 class _Preemption:

@@ -58,6 +58,12 @@ class Objective(abc.ABC):
         """Returns {name: (sum over the batch's real examples, count)}; the loop divides at the end."""
         raise NotImplementedError
 
+    def extra_evals(self, trainer, params) -> dict[str, float]:
+        """Whole-split evaluations that per-batch sums cannot express (kNN, linear probe, zero-shot,
+        retrieval), run at every eval step; returns ``{name: value}``, logged as ``eval/<name>``.
+        ``trainer.map_batches`` gives features of a whole split. Default: none."""
+        return {}
+
 
 def masked_sum(values: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     m = mask.astype(jnp.float32)
