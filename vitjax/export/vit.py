@@ -579,6 +579,43 @@ def _hf_shapes(model, heads: bool = True) -> dict[str, tuple]:
     return out
 
 
+def hf_block_to(f: Mapping[str, np.ndarray], j: str, b: str, D: int, qkv_bias: bool) -> dict[str, np.ndarray]:
+    """One vitjax EncoderBlock (flat names under ``j``) -> HF ViTLayer on-disk names under ``b``."""
+    out = {b + "layernorm_before.weight": _need(f, j + "norm1/scale"), b + "layernorm_before.bias": f[j + "norm1/bias"]}
+    for n in ("query", "key", "value"):
+        out[b + f"attention.attention.{n}.weight"] = _need(f, j + f"attn/{n}/kernel").reshape(D, -1).T
+        if qkv_bias:
+            out[b + f"attention.attention.{n}.bias"] = _need(f, j + f"attn/{n}/bias").reshape(-1)
+    out[b + "attention.output.dense.weight"] = _need(f, j + "attn/out/kernel").reshape(-1, D).T
+    out[b + "attention.output.dense.bias"] = f[j + "attn/out/bias"]
+    out[b + "layernorm_after.weight"] = _need(f, j + "norm2/scale")
+    out[b + "layernorm_after.bias"] = f[j + "norm2/bias"]
+    out[b + "intermediate.dense.weight"] = _need(f, j + "mlp/fc1/kernel").T
+    out[b + "intermediate.dense.bias"] = f[j + "mlp/fc1/bias"]
+    out[b + "output.dense.weight"] = _need(f, j + "mlp/fc2/kernel").T
+    out[b + "output.dense.bias"] = f[j + "mlp/fc2/bias"]
+    return out
+
+
+def hf_block_from(sd: Mapping[str, np.ndarray], b: str, j: str, D: int, H: int,
+                  qkv_bias: bool) -> dict[str, np.ndarray]:
+    """HF ViTLayer on-disk names under ``b`` -> one vitjax EncoderBlock (flat names under ``j``)."""
+    f = {}
+    for ours, theirs in (("norm1", "layernorm_before"), ("norm2", "layernorm_after")):
+        f[j + f"{ours}/scale"] = sd[b + f"{theirs}.weight"]
+        f[j + f"{ours}/bias"] = sd[b + f"{theirs}.bias"]
+    for n in ("query", "key", "value"):
+        f[j + f"attn/{n}/kernel"] = sd[b + f"attention.attention.{n}.weight"].T.reshape(D, H, -1)
+        if qkv_bias:
+            f[j + f"attn/{n}/bias"] = sd[b + f"attention.attention.{n}.bias"].reshape(H, -1)
+    f[j + "attn/out/kernel"] = sd[b + "attention.output.dense.weight"].T.reshape(H, -1, D)
+    f[j + "attn/out/bias"] = sd[b + "attention.output.dense.bias"]
+    for ours, theirs in (("fc1", "intermediate.dense"), ("fc2", "output.dense")):
+        f[j + f"mlp/{ours}/kernel"] = sd[b + f"{theirs}.weight"].T
+        f[j + f"mlp/{ours}/bias"] = sd[b + f"{theirs}.bias"]
+    return f
+
+
 def to_hf(params, model) -> dict[str, np.ndarray]:
     """vitjax ViT/DeiT params -> HF state dict with the on-disk (hub, transformers v4) names.
 
@@ -600,21 +637,7 @@ def to_hf(params, model) -> dict[str, np.ndarray]:
         _need(f, "patch_embed/kernel").transpose(3, 2, 0, 1)
     out[p + "embeddings.patch_embeddings.projection.bias"] = _need(f, "patch_embed/bias")
     for i in range(model.depth):
-        j, b = f"encoder/block{i}/", f"{p}encoder.layer.{i}."
-        out[b + "layernorm_before.weight"] = _need(f, j + "norm1/scale")
-        out[b + "layernorm_before.bias"] = f[j + "norm1/bias"]
-        for n in ("query", "key", "value"):
-            out[b + f"attention.attention.{n}.weight"] = _need(f, j + f"attn/{n}/kernel").reshape(D, -1).T
-            if model.qkv_bias:
-                out[b + f"attention.attention.{n}.bias"] = _need(f, j + f"attn/{n}/bias").reshape(-1)
-        out[b + "attention.output.dense.weight"] = _need(f, j + "attn/out/kernel").reshape(-1, D).T
-        out[b + "attention.output.dense.bias"] = f[j + "attn/out/bias"]
-        out[b + "layernorm_after.weight"] = _need(f, j + "norm2/scale")
-        out[b + "layernorm_after.bias"] = f[j + "norm2/bias"]
-        out[b + "intermediate.dense.weight"] = _need(f, j + "mlp/fc1/kernel").T
-        out[b + "intermediate.dense.bias"] = f[j + "mlp/fc1/bias"]
-        out[b + "output.dense.weight"] = _need(f, j + "mlp/fc2/kernel").T
-        out[b + "output.dense.bias"] = f[j + "mlp/fc2/bias"]
+        out.update(hf_block_to(f, f"encoder/block{i}/", f"{p}encoder.layer.{i}.", D, model.qkv_bias))
     out[p + "layernorm.weight"] = _need(f, "encoder_norm/scale")
     out[p + "layernorm.bias"] = f["encoder_norm/bias"]
     if model.num_classes > 0:
@@ -718,19 +741,7 @@ def from_hf(state_dict, model, drop_head: bool = False) -> dict:
     f["patch_embed/kernel"] = sd["embeddings.patch_embeddings.projection.weight"].transpose(2, 3, 1, 0)
     f["patch_embed/bias"] = sd["embeddings.patch_embeddings.projection.bias"]
     for i in range(model.depth):
-        j, b = f"encoder/block{i}/", f"encoder.layer.{i}."
-        for ours, theirs in (("norm1", "layernorm_before"), ("norm2", "layernorm_after")):
-            f[j + f"{ours}/scale"] = sd[b + f"{theirs}.weight"]
-            f[j + f"{ours}/bias"] = sd[b + f"{theirs}.bias"]
-        for n in ("query", "key", "value"):
-            f[j + f"attn/{n}/kernel"] = sd[b + f"attention.attention.{n}.weight"].T.reshape(D, H, -1)
-            if model.qkv_bias:
-                f[j + f"attn/{n}/bias"] = sd[b + f"attention.attention.{n}.bias"].reshape(H, -1)
-        f[j + "attn/out/kernel"] = sd[b + "attention.output.dense.weight"].T.reshape(H, -1, D)
-        f[j + "attn/out/bias"] = sd[b + "attention.output.dense.bias"]
-        for ours, theirs in (("fc1", "intermediate.dense"), ("fc2", "output.dense")):
-            f[j + f"mlp/{ours}/kernel"] = sd[b + f"{theirs}.weight"].T
-            f[j + f"mlp/{ours}/bias"] = sd[b + f"{theirs}.bias"]
+        f.update(hf_block_from(sd, f"encoder.layer.{i}.", f"encoder/block{i}/", D, H, model.qkv_bias))
     f["encoder_norm/scale"], f["encoder_norm/bias"] = sd["layernorm.weight"], sd["layernorm.bias"]
     if not drop_head and model.num_classes > 0:
         for hf_name, ours in zip(_hf_heads(model), ("head", "head_dist")):

@@ -146,10 +146,13 @@ class ViT(nn.Module):
                        self.drop_path, self.layernorm_eps, self.activation, self.qkv_bias, self.remat,
                        self.dtype, self.param_dtype, name="encoder")(x, train, mask)
 
-    def pool_features(self, x):
-        """encoded tokens [B, T, D] -> pooled features [B, D] (or [B, 2, D] for DeiT's two tokens)."""
+    def pool_features(self, x, *, all_tokens: bool = False):
+        """encoded tokens [B, T, D] -> pooled features [B, D] (or [B, 2, D] for DeiT's two tokens);
+        ``all_tokens``: every token normalised, [B, T, D] (what MAE's decoder reads)."""
         norm = LayerNorm(self.layernorm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
                          name="encoder_norm")
+        if all_tokens:
+            return nn.with_logical_constraint(norm(x), ACT_TOKENS)
         if self.pool == "gap":
             return norm(x[:, self.num_prefix_tokens:].mean(axis=1))
         x = norm(x)
@@ -163,14 +166,27 @@ class ViT(nn.Module):
         return nn.with_logical_constraint(y, ("act_batch", "act_classes"))
 
     @nn.compact
-    def __call__(self, images, *, train: bool = False, return_heads: bool = False):
+    def __call__(self, images, *, train: bool = False, return_heads: bool = False, keep=None,
+                 output: str = "logits"):
         """images [B, H, W, C] -> logits [B, num_classes].
 
         For DeiT (``distilled``) ``return_heads=True`` returns (class-head, distillation-head)
         logits separately; otherwise their mean (the paper's inference rule).
+        ``keep`` [B, K] int: encode only these patches (after adding their positions), as MAE's
+        encoder does. ``output``: "logits", "features" (pooled, before the head) or "tokens" (every
+        token after the final norm, [B, prefix + K, D]).
         """
-        x = self.encode(self.embed(images, train=train), train=train)
+        x = self.embed(images, train=train)
+        if keep is not None:
+            p = self.num_prefix_tokens
+            patches = jnp.take_along_axis(x[:, p:], keep[:, :, None].astype(jnp.int32), axis=1)
+            x = nn.with_logical_constraint(jnp.concatenate([x[:, :p], patches], axis=1), ACT_TOKENS)
+        x = self.encode(x, train=train)
+        if output == "tokens":
+            return self.pool_features(x, all_tokens=True)
         feats = self.pool_features(x)
+        if output == "features":
+            return feats
         if self.num_classes == 0:
             return feats
         if not self.distilled:
