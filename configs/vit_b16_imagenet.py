@@ -46,5 +46,5 @@ def get_config():
                    tensorboard=True)
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
     c.sharding_rules = None
-    c.init = dict(path=None, drop_head=False)
+    c.init = dict(path=None, drop_head=False, encoder_only=False)
     return c

@@ -44,6 +44,7 @@ def get_config():
     # One device by default; e.g. --config.mesh.fsdp=-1 --config.mesh.data=1 for FSDP over all devices.
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
     c.sharding_rules = None   # None: vitjax.sharding.DEFAULT_RULES
-    # Start from pretrained weights: a timm/HF ViT (.safetensors, .bin) or another vitjax workdir.
-    c.init = dict(path=None, drop_head=False)
+    # Start from pretrained weights: a timm/HF ViT (.safetensors, .bin) or another vitjax workdir;
+    # encoder_only=True takes just the encoder of an MAE workdir (configs/mae_finetune_digits.py).
+    c.init = dict(path=None, drop_head=False, encoder_only=False)
     return c

@@ -1,3 +1,4 @@
 """Model families. Importing this package registers every family with ``vitjax.registry``."""
 from vitjax.models import vit  # noqa: F401
 from vitjax.models.vit import SIZES, ViT, decode_variant  # noqa: F401
+from vitjax.models import mae  # noqa: F401
