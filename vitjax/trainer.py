@@ -194,8 +194,7 @@ class Trainer:
             merged["encoder"] = dict(merged["encoder"], **enc)
             return jax.device_put(merged, self.state_sharding.params)
         else:
-            from vitjax.export.vit import import_pretrained
-            loaded = import_pretrained(path, self.model, drop_head=drop_head)
+            loaded = _import_torch_weights(path, self.model, drop_head)
         from vitjax.checkpoint import first_mismatch
         merged = dict(jax.device_get(params))
         current = {k: v for k, v in merged.items() if k in loaded}
@@ -553,6 +552,19 @@ def format_dry_run(r: dict[str, Any]) -> str:
         lines.append(f"FLOPs per device per step (XLA): {r['flops_per_device'] / 1e12:.3f} TFLOP")
     lines.append("collectives per step: " + ", ".join(f"{k} {v}" for k, v in r["collectives"].items()))
     return "\n".join(lines)
+
+
+def _import_torch_weights(path: str, model, drop_head: bool) -> dict:
+    """PyTorch weights (timm / HF files) -> params of ``model``, by model family."""
+    from vitjax.models.perceiver import Perceiver
+    if isinstance(model, Perceiver):
+        from vitjax.export.perceiver import import_pretrained as import_perceiver
+        if drop_head:
+            raise ValueError("config.init.drop_head is not supported for Perceiver weights yet; import "
+                             "a checkpoint with the same number of classes")
+        return import_perceiver(path, model)
+    from vitjax.export.vit import import_pretrained
+    return import_pretrained(path, model, drop_head=drop_head)
 
 
 def _encoder_init(loaded: dict, target: Any, encoder_only: bool, path: str) -> dict:

@@ -1,14 +1,48 @@
-"""``python -m vitjax.export --workdir DIR --format hf|timm --out OUT [--step N]``.
+"""``python -m vitjax.export --workdir DIR --format hf|timm|open_clip --out OUT [--step N] [--encoder_only]``.
 
-Writes ``OUT/model.safetensors`` + ``OUT/config.json`` loadable by
-``transformers.ViTForImageClassification.from_pretrained(OUT)`` (``--format hf``) or by timm
-(``--format timm``; the exact call is printed at the end).
+Writes ``OUT/model.safetensors`` + ``OUT/config.json`` for the workdir's model:
+
+| model | --format hf | --format timm | other |
+|---|---|---|---|
+| ViT / DeiT | ViTForImageClassification / DeiTForImageClassificationWithTeacher | VisionTransformer | |
+| MAE | ViTMAEForPreTraining (whole model); with --encoder_only a ViTModel backbone | the encoder as a VisionTransformer (num_classes=0) | |
+| Perceiver IO | PerceiverForImageClassificationFourier | | |
+
+The exact loading call is printed at the end.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+
+
+def _exporters(model, fmt: str, encoder_only: bool):
+    """-> (state dict fn(params), config fn(), load hint) for this model and format."""
+    from vitjax.export import vit as vx
+    from vitjax.models.mae import MAE
+    from vitjax.models.vit import ViT
+    if isinstance(model, MAE):
+        from vitjax.export import mae as mx
+        enc = mx.encoder_model(model)
+        if fmt == "timm" or (fmt == "hf" and encoder_only):
+            to = vx.to_timm if fmt == "timm" else vx.to_hf
+            cfg = vx.timm_config if fmt == "timm" else vx.hf_config
+            return (lambda p: to(mx.encoder_params(p), enc)), (lambda: cfg(enc)), vx, fmt
+        if fmt == "hf":
+            return (lambda p: mx.to_hf(p, model)), (lambda: mx.hf_config(model)), vx, "hf_mae"
+    elif isinstance(model, ViT):
+        if fmt == "hf":
+            return (lambda p: vx.to_hf(p, model)), (lambda: vx.hf_config(model)), vx, fmt
+        if fmt == "timm":
+            return (lambda p: vx.to_timm(p, model)), (lambda: vx.timm_config(model)), vx, fmt
+    else:
+        from vitjax.models.perceiver import Perceiver
+        if isinstance(model, Perceiver) and fmt == "hf":
+            from vitjax.export import perceiver as px
+            return (lambda p: px.to_hf(p, model)), (lambda: px.hf_config(model)), vx, "hf_perceiver"
+    raise ValueError(f"a {type(model).__name__} cannot be exported as --format {fmt}; see "
+                     f"python -m vitjax.export --help for what each model supports")
 
 
 def main(argv=None) -> int:
@@ -18,31 +52,32 @@ def main(argv=None) -> int:
     p.add_argument("--format", required=True, choices=("hf", "timm"))
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--encoder_only", action="store_true", help="MAE: export only the encoder (a ViT backbone)")
     args = p.parse_args(argv)
 
+    import jax
     import numpy as np
 
     import vitjax
-    from vitjax.export import vit as vit_export
 
     config, model, params = vitjax.load(args.workdir, args.step)
-    params = __import__("jax").tree.map(np.asarray, params)
+    params = jax.tree.map(np.asarray, params)
     try:
-        if args.format == "hf":
-            state, cfg = vit_export.to_hf(params, model), vit_export.hf_config(model)
-        else:
-            state, cfg = vit_export.to_timm(params, model), vit_export.timm_config(model)
+        to_fn, cfg_fn, writer, kind = _exporters(model, args.format, args.encoder_only)
+        state, cfg = to_fn(params), cfg_fn()
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    vit_export.write_export(args.out, state, cfg)
+    writer.write_export(args.out, state, cfg)
     n = sum(int(np.prod(v.shape)) for v in state.values())
     print(f"wrote {os.path.join(args.out, 'model.safetensors')} ({len(state)} tensors, {n / 1e6:.2f}M "
           f"values) and config.json")
-    if args.format == "hf":
-        print(f"load with: transformers.AutoModelForImageClassification.from_pretrained({args.out!r})")
+    if kind == "timm":
+        from vitjax.export import vit as vx
+        print(f"load with: {vx.timm_load_snippet(args.out, cfg)}")
     else:
-        print(f"load with: {vit_export.timm_load_snippet(args.out, cfg)}")
+        arch = cfg.get("architectures", ["AutoModel"])[0]
+        print(f"load with: transformers.{arch}.from_pretrained({args.out!r})")
     return 0
 
 

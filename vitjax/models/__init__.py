@@ -2,3 +2,5 @@
 from vitjax.models import vit  # noqa: F401
 from vitjax.models.vit import SIZES, ViT, decode_variant  # noqa: F401
 from vitjax.models import mae  # noqa: F401
+from vitjax.models import mae  # noqa: F401
+from vitjax.models import perceiver  # noqa: F401
