@@ -275,3 +275,17 @@ def test_layer_decay_scales_updates_per_block():
     with pytest.raises(ConfigError, match="layer_decay"):
         make_optimizer(ConfigDict(dict(cfg, layer_decay=1.5)), 10)
     del optax
+
+
+def test_export_cli_writes_whole_mae_and_encoder(mae_run, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("timm")
+    from vitjax.export.__main__ import main
+    wd, _, _ = mae_run
+    assert main(["--workdir", str(wd), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    net, info = transformers.ViTMAEForPreTraining.from_pretrained(str(tmp_path / "hf"), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    assert net.config.decoder_num_hidden_layers == 1 and net.config.mask_ratio == 0.75
+    assert main(["--workdir", str(wd), "--format", "timm", "--out", str(tmp_path / "timm")]) == 0
+    cfg = json.load(open(tmp_path / "timm" / "config.json"))
+    assert cfg["num_classes"] == 0 and cfg["architecture"].startswith("vit_")
