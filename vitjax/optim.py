@@ -12,7 +12,10 @@ from vitjax.config import ConfigError
 
 # Parameter names that get no weight decay: norms, biases, position embeddings and prefix tokens
 # (the usual ViT/DeiT recipe; decaying a LayerNorm scale towards 0 fights the normalisation).
-NO_DECAY_NAMES = ("bias", "scale", "pos_embedding", "cls", "dist", "mask_token")
+NO_DECAY_NAMES = ("bias", "scale", "pos_embedding", "cls", "dist", "mask_token",
+                  # Swin's relative-position tables and v2's continuous-bias MLP (Liu et al. 2021; timm),
+                  # and a learnable logit temperature (CLIP/Swin-v2).
+                  "relative_position_bias_table", "logit_scale", "cpb_fc1", "cpb_fc2")
 
 
 def decay_mask(params: Any) -> Any:

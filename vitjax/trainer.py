@@ -563,6 +563,15 @@ def _import_torch_weights(path: str, model, drop_head: bool) -> dict:
             raise ValueError("config.init.drop_head is not supported for Perceiver weights yet; import "
                              "a checkpoint with the same number of classes")
         return import_perceiver(path, model)
+    from vitjax.models.pvt import PVT
+    from vitjax.models.swin import Swin
+    if isinstance(model, Swin):
+        from vitjax.export.swin import import_pretrained as import_swin
+        return import_swin(path, model, drop_head=drop_head)
+    if isinstance(model, PVT):
+        from vitjax.export.pvt import from_timm
+        from vitjax.export.vit import read_state_dict
+        return from_timm(read_state_dict(path), model, drop_head=drop_head)
     from vitjax.export.vit import import_pretrained
     return import_pretrained(path, model, drop_head=drop_head)
 

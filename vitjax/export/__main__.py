@@ -7,6 +7,8 @@ Writes ``OUT/model.safetensors`` + ``OUT/config.json`` for the workdir's model:
 | ViT / DeiT | ViTForImageClassification / DeiTForImageClassificationWithTeacher | VisionTransformer | |
 | MAE | ViTMAEForPreTraining (whole model); with --encoder_only a ViTModel backbone | the encoder as a VisionTransformer (num_classes=0) | |
 | Perceiver IO | PerceiverForImageClassificationFourier | | |
+| Swin (v1/v2) | SwinForImageClassification (v1) | SwinTransformer / SwinTransformerV2 | |
+| PVT v2 | | PyramidVisionTransformerV2 | |
 
 The exact loading call is printed at the end.
 """
@@ -38,9 +40,19 @@ def _exporters(model, fmt: str, encoder_only: bool):
             return (lambda p: vx.to_timm(p, model)), (lambda: vx.timm_config(model)), vx, fmt
     else:
         from vitjax.models.perceiver import Perceiver
+        from vitjax.models.pvt import PVT
+        from vitjax.models.swin import Swin
         if isinstance(model, Perceiver) and fmt == "hf":
             from vitjax.export import perceiver as px
             return (lambda p: px.to_hf(p, model)), (lambda: px.hf_config(model)), vx, "hf_perceiver"
+        if isinstance(model, Swin):
+            from vitjax.export import swin as sx
+            if fmt == "hf":
+                return (lambda p: sx.to_hf(p, model)), (lambda: sx.hf_config(model)), vx, "hf_swin"
+            return (lambda p: sx.to_timm(p, model)), (lambda: sx.timm_config(model)), vx, "timm"
+        if isinstance(model, PVT) and fmt == "timm":
+            from vitjax.export import pvt as pv
+            return (lambda p: pv.to_timm(p, model)), (lambda: pv.timm_config(model)), vx, "timm"
     raise ValueError(f"a {type(model).__name__} cannot be exported as --format {fmt}; see "
                      f"python -m vitjax.export --help for what each model supports")
 
