@@ -75,6 +75,7 @@ class Trainer:
         try:   # a model or objective option out of range is a config mistake, reported as one
             self.model = build_model(config)
             self.objective = create_objective(config.objective)
+            self.objective.check_model(self.model)
         except ValueError as e:
             raise config_lib.ConfigError(str(e)) from e
         inp = config.input
@@ -105,6 +106,7 @@ class Trainer:
         if not load_data:   # the schedule length is unknown without the dataset and irrelevant here
             self.total_steps = max(self.total_steps, int(config.optim.get("warmup_steps", 0)) + 1)
         self.tx, self.lr_fn = make_optimizer(config.optim, self.total_steps)
+        self._base_tx = self.tx
         self.seed = int(tc.get("seed", 0))
         # "rbg" draws dropout/drop-path masks much faster than threefry on CPU and TPU (digits demo:
         # 162 vs 319 ms per step), at no cost to quality; "threefry2x32" is jax's default.
@@ -131,6 +133,13 @@ class Trainer:
             boxed = jax.eval_shape(self._init_variables, rng)["params"]
         param_sh = sh.logical_shardings(boxed, self.mesh, self.rules)
         abstract_params = sh.strip_boxes(boxed)
+        if self.objective.freezes_params:
+            # Frozen parameters (LiT's image tower) get no update at all, weight decay included: their
+            # final updates are zeroed. (Their optimizer moments still exist and stay zero;
+            # optax.multi_transform would drop them but its masked state has no per-parameter
+            # sharding tree for tree_map_params to follow.)
+            keep = jax.tree.map(lambda f: 0.0 if f else 1.0, self.objective.frozen(abstract_params))
+            self.tx = optax.chain(self._base_tx, _scale_updates(keep))
         abstract_opt = jax.eval_shape(self.tx.init, abstract_params)
         rep = sh.replicated(self.mesh)
         opt_sh = optax.tree_map_params(self.tx, lambda _, s: s, abstract_opt, param_sh,
@@ -552,6 +561,18 @@ def format_dry_run(r: dict[str, Any]) -> str:
         lines.append(f"FLOPs per device per step (XLA): {r['flops_per_device'] / 1e12:.3f} TFLOP")
     lines.append("collectives per step: " + ", ".join(f"{k} {v}" for k, v in r["collectives"].items()))
     return "\n".join(lines)
+
+
+def _scale_updates(factors: Any) -> optax.GradientTransformation:
+    """Multiplies each parameter's update by a fixed per-parameter factor (0 freezes it)."""
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        return jax.tree.map(lambda u, f: u * f if f != 1.0 else u, updates, factors), state
+
+    return optax.GradientTransformation(init, update)
 
 
 def _import_torch_weights(path: str, model, drop_head: bool) -> dict:

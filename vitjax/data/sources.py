@@ -178,6 +178,9 @@ def get_source(name: str, split: str, data_dir: str | None = None):
     """The source that ``config.input.data`` names: ``get_source(**config.input.data)``."""
     if name == "digits":
         return DigitsSource(split)
+    if name == "digit_captions":        # digits + generated captions (CLIP demo): vitjax/data/captions.py
+        from vitjax.data.captions import DigitCaptionSource
+        return DigitCaptionSource(split)
     return TfdsSource(name, split, data_dir)
 
 

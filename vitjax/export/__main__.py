@@ -9,6 +9,7 @@ Writes ``OUT/model.safetensors`` + ``OUT/config.json`` for the workdir's model:
 | Perceiver IO | PerceiverForImageClassificationFourier | | |
 | Swin (v1/v2) | SwinForImageClassification (v1) | SwinTransformer / SwinTransformerV2 | |
 | PVT v2 | | PyramidVisionTransformerV2 | |
+| CLIP | CLIPModel | | --format open_clip: open_clip state dict + model config |
 
 The exact loading call is printed at the end.
 """
@@ -39,7 +40,14 @@ def _exporters(model, fmt: str, encoder_only: bool):
         if fmt == "timm":
             return (lambda p: vx.to_timm(p, model)), (lambda: vx.timm_config(model)), vx, fmt
     else:
+        from vitjax.models.clip import CLIP
         from vitjax.models.perceiver import Perceiver
+        if isinstance(model, CLIP):
+            from vitjax.export import clip as cx
+            if fmt == "open_clip":
+                return (lambda p: cx.to_open_clip(p, model)), (lambda: cx.open_clip_config(model)), cx, "open_clip"
+            if fmt == "hf":
+                return (lambda p: cx.to_hf(p, model)), (lambda: cx.hf_config(model)), cx, "hf_clip"
         from vitjax.models.pvt import PVT
         from vitjax.models.swin import Swin
         if isinstance(model, Perceiver) and fmt == "hf":
@@ -61,7 +69,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m vitjax.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", required=True, help="a vitjax training workdir")
-    p.add_argument("--format", required=True, choices=("hf", "timm"))
+    p.add_argument("--format", required=True, choices=("hf", "timm", "open_clip"))
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     p.add_argument("--encoder_only", action="store_true", help="MAE: export only the encoder (a ViT backbone)")
@@ -84,7 +92,10 @@ def main(argv=None) -> int:
     n = sum(int(np.prod(v.shape)) for v in state.values())
     print(f"wrote {os.path.join(args.out, 'model.safetensors')} ({len(state)} tensors, {n / 1e6:.2f}M "
           f"values) and config.json")
-    if kind == "timm":
+    if kind == "open_clip":
+        print(f"load with: net = open_clip.model.CLIP(**json.load(open({os.path.join(args.out, 'config.json')!r}))); "
+              f"net.load_state_dict(safetensors.torch.load_file({os.path.join(args.out, 'model.safetensors')!r}))")
+    elif kind == "timm":
         from vitjax.export import vit as vx
         print(f"load with: {vx.timm_load_snippet(args.out, cfg)}")
     else:

@@ -58,6 +58,18 @@ class Objective(abc.ABC):
         """Returns {name: (sum over the batch's real examples, count)}; the loop divides at the end."""
         raise NotImplementedError
 
+    def check_model(self, model) -> None:
+        """Start-up checks of the model against the objective's settings (raise ValueError with a
+        message naming both sides); the trainer reports them as config errors. Default: none."""
+
+    #: True when ``frozen(params)`` marks parameters that must get no update at all (e.g. LiT's
+    #: locked image tower); the trainer then routes them to ``optax.set_to_zero``.
+    freezes_params: bool = False
+
+    def frozen(self, params) -> Any:
+        """A tree of bools shaped like ``params``: True = keep fixed. Used when ``freezes_params``."""
+        return jax.tree.map(lambda _: False, params)
+
     def extra_evals(self, trainer, params) -> dict[str, float]:
         """Whole-split evaluations that per-batch sums cannot express (kNN, linear probe, zero-shot,
         retrieval), run at every eval step; returns ``{name: value}``, logged as ``eval/<name>``.
