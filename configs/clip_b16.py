@@ -82,5 +82,7 @@ def get_config(variant: str = "B/16"):
     # sharded over both data and fsdp (each device scores its images against all texts).
     c.mesh = dict(data=1, fsdp=-1, tensor=1)
     c.sharding_rules = None
-    c.init = dict(path=None, drop_head=False)
+    # LiT: init.path = a pretrained ViT (timm/HF weights or a vitjax ViT/MAE workdir), init.target="img",
+    # objective.lock_image=True, model.vision_pre_norm=False.
+    c.init = dict(path=None, drop_head=False, target=None)
     return c

@@ -77,5 +77,7 @@ def get_config():
                    eval_every_steps=250, checkpoint_every_steps=250, keep_checkpoints=2, tensorboard=True)
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
     c.sharding_rules = None
-    c.init = dict(path=None, drop_head=False)
+    # LiT: init.path = a pretrained ViT (timm/HF weights or a vitjax ViT/MAE workdir), init.target="img",
+    # objective.lock_image=True, model.vision_pre_norm=False.
+    c.init = dict(path=None, drop_head=False, target=None)
     return c

@@ -194,3 +194,33 @@ def test_train_on_digit_captions_sharded_logs_zeroshot_and_retrieval(tmp_path):
                              zip(jax.tree.leaves(a), jax.tree.leaves(b)))
     assert moved(start["img"], end["img"]) == 0.0
     assert moved(start["txt"], end["txt"]) > 0 and moved(start["img_proj"], end["img_proj"]) > 0
+
+
+def test_lit_initialises_the_image_tower_from_a_pretrained_vit(tmp_path):
+    """config.init.target='img': a timm ViT file becomes params['img'] (the rest keeps its init);
+    a tower with OpenAI's ln_pre cannot take a plain ViT and says what to change."""
+    pytest.importorskip("torch")
+    from flax import linen as nn
+    from vitjax.config import load_config_file, set_key
+    from vitjax.export import vit as vx
+    from vitjax.trainer import Trainer
+    c = load_config_file("configs/clip_digits.py")
+    for k, v in {"model.vision_width": "32", "model.vision_depth": "1", "model.vision_mlp_dim": "64",
+                 "model.text_width": "32", "model.text_depth": "1", "model.text_mlp_dim": "64",
+                 "model.vision_pre_norm": "False", "init.target": "img"}.items():
+        set_key(c, k, v)
+    c.model.layernorm_eps = 1e-6          # timm ViTs use 1e-6
+    tr = Trainer(c, str(tmp_path / "run"))
+    tr.setup_state()
+    state = tr.init_state()
+    tower = tr.model.image_tower_module()
+    x = jax.ShapeDtypeStruct((1, tower.image_size, tower.image_size, tower.in_channels), jnp.float32)
+    shapes = nn.meta.unbox(jax.eval_shape(tower.init, jax.random.key(0), x))["params"]
+    vit_params = jax.tree.map(lambda a: np.random.default_rng(0).normal(size=a.shape).astype(np.float32), shapes)
+    vx.write_export(tmp_path / "vit", vx.to_timm(vit_params, tower), vx.timm_config(tower))
+    set_key(c, "init.path", str(tmp_path / "vit" / "model.safetensors"))
+    merged = tr._load_init_params(state.params)
+    np.testing.assert_allclose(np.asarray(merged["img"]["patch_embed"]["kernel"]), vit_params["patch_embed"]["kernel"],
+                               rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(merged["txt"]["token_embed"]["embedding"]),
+                                  np.asarray(state.params["txt"]["token_embed"]["embedding"]))

@@ -171,6 +171,8 @@ class Trainer:
         ``config.init.encoder_only`` moves only the encoder between an MAE and a ViT classifier (fine-tuning
         an MAE-pretrained encoder, or starting an MAE from a classifier's encoder)."""
         path, drop_head = self.config.init.path, bool(self.config.init.get("drop_head", False))
+        if self.config.init.get("target"):
+            return self._load_init_subtree(params, path, self.config.init.target)
         encoder_only = bool(self.config.init.get("encoder_only", False))
         target_is_mae = "decoder_pred" in params
         if os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(os.path.join(path, "checkpoints")):
@@ -212,6 +214,36 @@ class Trainer:
             raise ValueError(f"config.init.path={path!r} does not fit the model: {problem}")
         merged.update(loaded)
         log.info("initialised %d parameter groups from %s", len(loaded), path)
+        return jax.device_put(merged, self.state_sharding.params)
+
+    def _load_init_subtree(self, params, path: str, target: str):
+        """``config.init.target="img"``: a pretrained ViT (PyTorch weights, or a vitjax ViT/MAE workdir,
+        without its head or decoder) becomes the CLIP image tower ``params["img"]`` (LiT: lock it with
+        ``objective.lock_image``). Build the CLIP with ``vision_pre_norm=False`` for a plain ViT."""
+        from vitjax.checkpoint import first_mismatch
+        if target != "img" or not hasattr(self.model, "image_tower_module"):
+            raise ValueError(f"config.init.target={target!r}: only 'img' (a CLIP's image tower) is supported")
+        tower = self.model.image_tower_module()
+        merged = dict(jax.device_get(params))
+        current = dict(merged["img"])
+        if os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(os.path.join(path, "checkpoints")):
+            from vitjax.checkpoint import load_workdir
+            raw = dict(jax.device_get(load_workdir(path)[2]))
+            if "decoder_pred" in raw:          # an MAE: its encoder is a ViT
+                raw = dict(raw["encoder"])
+            loaded = {k: v for k, v in raw.items() if k not in ("head", "head_dist")}
+        else:
+            from vitjax.export.vit import import_pretrained
+            loaded = import_pretrained(path, tower, drop_head=True)
+        problem = first_mismatch({k: v for k, v in current.items() if k in loaded}, loaded)
+        if problem:
+            raise ValueError(f"config.init.path={path!r} does not fit the image tower: {problem}")
+        missing = sorted(set(current) - set(loaded))
+        if missing:
+            raise ValueError(f"config.init.path={path!r} lacks image-tower parameters {missing}; build the CLIP "
+                             f"with model.vision_pre_norm=False (and the ViT's pooling) to match a plain ViT")
+        merged["img"] = dict(current, **loaded)
+        log.info("initialised the image tower from %s", path)
         return jax.device_put(merged, self.state_sharding.params)
 
     def batch_sharding(self, batch: dict) -> dict:
