@@ -39,6 +39,29 @@ def create_model(name: str, **overrides):
     return _MODELS[name](**overrides)
 
 
+def build_module(cls, kwargs: dict, family: str, tuples: tuple[str, ...] = ()):
+    """``cls(**kwargs)`` for a model dataclass built from a config: an unknown option is a ValueError
+    naming the nearest valid ones; "float32"/"bfloat16" strings become dtypes; list values of the
+    fields in ``tuples`` become tuples (configs hold lists, flax modules need hashable fields)."""
+    import dataclasses
+
+    import jax.numpy as jnp
+    fields = tuple(f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name"))
+    unknown = [k for k in kwargs if k not in fields]
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, fields, n=3) for k in unknown}
+        raise ValueError(f"unknown {family} option(s) {unknown}; nearest valid names: {hints}. "
+                         f"Valid options: {sorted(fields)}")
+    kwargs = dict(kwargs)
+    for key in ("dtype", "param_dtype"):
+        if isinstance(kwargs.get(key), str):
+            kwargs[key] = jnp.dtype(kwargs[key])
+    for key in tuples:
+        if isinstance(kwargs.get(key), list):
+            kwargs[key] = tuple(kwargs[key])
+    return cls(**kwargs)
+
+
 def list_models(pattern: str = "*") -> list[str]:
     _ensure_loaded()
     return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))

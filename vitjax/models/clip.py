@@ -32,7 +32,6 @@ exempts from weight decay (open_clip exempts ``logit_scale`` too).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -43,7 +42,7 @@ from flax import linen as nn
 from vitjax.models.transformer import ACT_TOKENS, Attention, Encoder, LayerNorm, MlpBlock, _p
 from vitjax.models.vit import SIZES as VIT_SIZES
 from vitjax.models.vit import ViT, decode_variant
-from vitjax.registry import register_model
+from vitjax.registry import build_module, register_model
 
 # OpenAI CLIP / open_clip text towers: name -> (width, depth, heads), mlp 4x width; and the shared
 # embedding width per image variant. Radford et al. 2021, Table 20 (ViT-B/32, B/16: text 512 wide,
@@ -299,7 +298,6 @@ class CLIP(nn.Module):
                 "scale": scale, "bias": bias}
 
 
-CLIP_FIELDS = tuple(f.name for f in dataclasses.fields(CLIP) if f.name not in ("parent", "name"))
 
 
 def decode_clip_variant(variant: str) -> dict[str, Any]:
@@ -324,16 +322,7 @@ def _build(defaults: dict, variant: str | None, overrides: dict) -> CLIP:
         kwargs.update(decode_clip_variant(variant))
     kwargs.update(defaults)
     kwargs.update(overrides)
-    unknown = [k for k in kwargs if k not in CLIP_FIELDS]
-    if unknown:
-        import difflib
-        hints = {k: difflib.get_close_matches(k, CLIP_FIELDS, n=3) for k in unknown}
-        raise ValueError(f"unknown CLIP option(s) {unknown}; nearest valid names: {hints}. "
-                         f"Valid options: {sorted(CLIP_FIELDS)}")
-    for key in ("dtype", "param_dtype"):
-        if isinstance(kwargs.get(key), str):
-            kwargs[key] = jnp.dtype(kwargs[key])
-    return CLIP(**kwargs)
+    return build_module(CLIP, kwargs, "CLIP")
 
 
 # SigLIP (Zhai et al. 2023, sec. 4 / big_vision's siglip configs): MAP-pooled image tower without a

@@ -25,7 +25,7 @@ from flax import linen as nn
 from vitjax.models.posemb import sincos_2d
 from vitjax.models.transformer import ACT_TOKENS, Encoder, LayerNorm, _p
 from vitjax.models.vit import ViT, decode_variant
-from vitjax.registry import register_model
+from vitjax.registry import build_module, register_model
 
 
 def random_masking(noise: jax.Array, mask_ratio: float):
@@ -211,7 +211,6 @@ class MAE(nn.Module):
 
 # Paper's decoder (Sec. 3, Table 1): 8 blocks, 512 wide, 16 heads.
 DECODER_DEFAULTS = dict(decoder_width=512, decoder_depth=8, decoder_heads=16, decoder_mlp_dim=2048)
-MAE_FIELDS = tuple(f.name for f in __import__("dataclasses").fields(MAE) if f.name not in ("parent", "name"))
 
 
 @register_model("mae")
@@ -222,15 +221,7 @@ def mae(variant: str | None = "B/16", **overrides) -> MAE:
         v = decode_variant(variant)
         kwargs.update({k: v[k] for k in ("width", "depth", "num_heads", "mlp_dim", "patch_size") if k in v})
     kwargs.update(overrides)
-    unknown = [k for k in kwargs if k not in MAE_FIELDS]
-    if unknown:
-        import difflib
-        hints = {k: difflib.get_close_matches(k, MAE_FIELDS, n=3) for k in unknown}
-        raise ValueError(f"unknown MAE option(s) {unknown}; nearest valid names: {hints}")
-    for key in ("dtype", "param_dtype"):
-        if isinstance(kwargs.get(key), str):
-            kwargs[key] = jnp.dtype(kwargs[key])
-    return MAE(**kwargs)
+    return build_module(MAE, kwargs, "MAE")
 
 
 for _size, _patch in (("B", 16), ("L", 16), ("H", 14)):

@@ -40,7 +40,7 @@ from flax import linen as nn
 from vitjax.kernels.latent_cross_attention import BlockSizes, latent_cross_attention
 from vitjax.models.transformer import (
     ACT_HEADS, ACT_TOKENS, Attention, EncoderBlock, Einsum, LayerNorm, MlpBlock, _p, remat_block)
-from vitjax.registry import register_model
+from vitjax.registry import build_module, register_model
 
 DECODERS = ("pool", "query", "dense")
 
@@ -360,24 +360,12 @@ class Perceiver(nn.Module):
         return y.reshape(images.shape[:-1] + (self.num_classes,))
 
 
-PERCEIVER_FIELDS = tuple(f.name for f in dataclasses.fields(Perceiver) if f.name not in ("parent", "name"))
 
 
 def _build(defaults: dict, overrides: dict) -> Perceiver:
     kwargs = dict(defaults)
     kwargs.update(overrides)
-    unknown = [k for k in kwargs if k not in PERCEIVER_FIELDS]
-    if unknown:
-        import difflib
-        hints = {k: difflib.get_close_matches(k, PERCEIVER_FIELDS, n=3) for k in unknown}
-        raise ValueError(f"unknown Perceiver option(s) {unknown}; nearest valid names: {hints}. "
-                         f"Valid options: {sorted(PERCEIVER_FIELDS)}")
-    for key in ("dtype", "param_dtype"):
-        if isinstance(kwargs.get(key), str):
-            kwargs[key] = jnp.dtype(kwargs[key])
-    if isinstance(kwargs.get("max_resolution"), list):
-        kwargs["max_resolution"] = tuple(kwargs["max_resolution"])
-    return Perceiver(**kwargs)
+    return build_module(Perceiver, kwargs, "Perceiver", tuples=("max_resolution",))
 
 
 @register_model("perceiver")

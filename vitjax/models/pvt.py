@@ -24,7 +24,6 @@ class token in stage 4.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Sequence
 
 import jax
@@ -33,7 +32,7 @@ import numpy as np
 from flax import linen as nn
 
 from vitjax.models.transformer import DropPath, Einsum, LayerNorm, _p, activation_fn, dense_init
-from vitjax.registry import register_model
+from vitjax.registry import build_module, register_model
 
 # name: (embed_dims, depths, num_heads, mlp_ratios). Wang et al. 2022 (PVT v2), Table 1 and timm
 # pvt_v2_b0..b5 (b5 uses mlp ratio 4 everywhere); v1: Wang et al. 2021, Table 1.
@@ -278,26 +277,16 @@ class PVT(nn.Module):
         return nn.with_logical_constraint(y, ("act_batch", "act_classes"))
 
 
-PVT_FIELDS = tuple(f.name for f in dataclasses.fields(PVT) if f.name not in ("parent", "name"))
 
 
 def _build(defaults: dict, overrides: dict) -> PVT:
     kwargs = {**defaults, **overrides}
-    unknown = [k for k in kwargs if k not in PVT_FIELDS]
-    if unknown:
-        import difflib
-        hints = {k: difflib.get_close_matches(k, PVT_FIELDS, n=3) for k in unknown}
-        raise ValueError(f"unknown PVT option(s) {unknown}; nearest valid names: {hints}. "
-                         f"Valid options: {sorted(PVT_FIELDS)}")
     for key in ("embed_dims", "depths", "num_heads", "sr_ratios"):
         if key in kwargs:
             kwargs[key] = tuple(int(v) for v in kwargs[key])
     if "mlp_ratios" in kwargs:
         kwargs["mlp_ratios"] = tuple(float(v) for v in kwargs["mlp_ratios"])
-    for key in ("dtype", "param_dtype"):
-        if isinstance(kwargs.get(key), str):
-            kwargs[key] = jnp.dtype(kwargs[key])
-    return PVT(**kwargs)
+    return build_module(PVT, kwargs, "PVT")
 
 
 def _size_kwargs(table, variant, family):

@@ -24,7 +24,6 @@ the map and the shift is disabled, as both reference implementations do.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Sequence
 
 import jax
@@ -34,7 +33,7 @@ from flax import linen as nn
 
 from vitjax.kernels.window_attention import window_attention, window_shift_mask
 from vitjax.models.transformer import DropPath, Einsum, LayerNorm, MlpBlock, _p, dense_init, remat_block
-from vitjax.registry import register_model
+from vitjax.registry import build_module, register_model
 
 # name: (embed_dim, depths, num_heads). Liu et al. 2021, sec. 3.3 ("Architecture Variants");
 # all use window 7 at 224px, mlp_ratio 4, head dim 32.
@@ -357,7 +356,6 @@ class Swin(nn.Module):
         return nn.with_logical_constraint(y, ("act_batch", "act_classes"))
 
 
-SWIN_FIELDS = tuple(f.name for f in dataclasses.fields(Swin) if f.name not in ("parent", "name"))
 
 
 def _build(variant: str | None, overrides: dict) -> Swin:
@@ -368,19 +366,10 @@ def _build(variant: str | None, overrides: dict) -> Swin:
         dim, depths, heads = SIZES[variant]
         kwargs.update(embed_dim=dim, depths=depths, num_heads=heads, drop_path=DROP_PATH[variant])
     kwargs.update(overrides)
-    unknown = [k for k in kwargs if k not in SWIN_FIELDS]
-    if unknown:
-        import difflib
-        hints = {k: difflib.get_close_matches(k, SWIN_FIELDS, n=3) for k in unknown}
-        raise ValueError(f"unknown Swin option(s) {unknown}; nearest valid names: {hints}. "
-                         f"Valid options: {sorted(SWIN_FIELDS)}")
     for key in ("depths", "num_heads"):
         if key in kwargs:
             kwargs[key] = tuple(int(v) for v in kwargs[key])
-    for key in ("dtype", "param_dtype"):
-        if isinstance(kwargs.get(key), str):
-            kwargs[key] = jnp.dtype(kwargs[key])
-    return Swin(**kwargs)
+    return build_module(Swin, kwargs, "Swin")
 
 
 @register_model("swin")

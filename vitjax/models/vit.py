@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Any
 
@@ -15,7 +14,7 @@ from flax import linen as nn
 
 from vitjax.models.posemb import sincos_2d
 from vitjax.models.transformer import ACT_TOKENS, Encoder, LayerNorm, _p
-from vitjax.registry import register_model
+from vitjax.registry import build_module, register_model
 
 # name: (width, depth, heads, mlp_dim).
 # Ti/S/B/L/H: Dosovitskiy et al. 2021, Table 1 (Ti and S as in Touvron et al. 2021, DeiT Table 1);
@@ -198,7 +197,6 @@ class ViT(nn.Module):
         return (cls_logits + dist_logits) / 2
 
 
-VIT_FIELDS = tuple(f.name for f in dataclasses.fields(ViT) if f.name not in ("parent", "name"))
 
 
 def _build(defaults: dict, variant: str | None, overrides: dict) -> ViT:
@@ -206,16 +204,7 @@ def _build(defaults: dict, variant: str | None, overrides: dict) -> ViT:
     if variant:
         kwargs.update(decode_variant(variant))
     kwargs.update(overrides)
-    unknown = [k for k in kwargs if k not in VIT_FIELDS]
-    if unknown:
-        import difflib
-        hints = {k: difflib.get_close_matches(k, VIT_FIELDS, n=3) for k in unknown}
-        raise ValueError(f"unknown ViT option(s) {unknown}; nearest valid names: {hints}. "
-                         f"Valid options: {sorted(VIT_FIELDS)}")
-    for key in ("dtype", "param_dtype"):
-        if isinstance(kwargs.get(key), str):
-            kwargs[key] = jnp.dtype(kwargs[key])
-    return ViT(**kwargs)
+    return build_module(ViT, kwargs, "ViT")
 
 
 @register_model("vit")
