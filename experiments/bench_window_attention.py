@@ -16,7 +16,10 @@ Shapes: 56x56 tokens in 7x7 windows -> 64 windows per image, T = 49; Swin-T stag
   q-sized array. Interpret-mode *timings* say nothing about a TPU/GPU and are not printed.
 * On GPU/TPU it times forward and forward+backward (bf16 inputs) of the kernel, the XLA reference
   and ``jax.nn.dot_product_attention`` with the bias + mask passed as ``bias=`` (XLA or cuDNN picks
-  the implementation), and prints medians and ratios.
+  the implementation), and prints medians and ratios. On GPU the kernel runs in its padded GPU form
+  (``pad_tokens=True``: T = 49 padded to 64, Triton lowering, one 2-D matmul chain per window); the
+  row's ``kernel_pad_tokens`` says which form was timed. (As of this writing the GPU branch has not
+  been run: the padded kernel was only checked in interpret mode and lowered to Triton IR on a CPU host.)
 
 Each result is one JSON line on stdout.
 """
@@ -122,16 +125,18 @@ def main():
     for name, (heads, head_dim, embed) in SHAPES.items():
         dtype = jnp.float32 if on_cpu else jnp.bfloat16
         inputs = make_inputs(batch, heads, head_dim, dtype)
+        pad = backend == "gpu"   # Triton needs power-of-two tiles: the padded GPU form of the kernel
         paths = {
             "kernel": lambda q, k, v, t, m: window_attention(q, k, v, t, m, window_size=window,
-                                                             implementation="pallas", interpret=on_cpu),
+                                                             implementation="pallas", interpret=on_cpu,
+                                                             pad_tokens=pad),
             "reference": lambda q, k, v, t, m: window_attention_reference(q, k, v, t, m, window_size=window),
             "dot_product_attention": lambda q, k, v, t, m: dpa_window_attention(q, k, v, t, m,
                                                                                 window_size=window),
         }
         row = dict(shape=name, backend=backend, batch=batch, tokens="56x56", window=window, heads=heads,
                    head_dim=head_dim, embed=embed, dtype=jnp.dtype(dtype).name,
-                   num_windows=int(inputs[0].shape[0]))
+                   num_windows=int(inputs[0].shape[0]), kernel_pad_tokens=pad)
         for path, fn in paths.items():
             fwd, train = fwd_and_train(fn)
             row[f"{path}_fwd_bwd_largest_intermediate_bytes"] = largest_intermediate_bytes(train, *inputs)

@@ -2,6 +2,8 @@
 
 Grids are kept to a few steps: the Pallas interpreter costs about 2 ms per grid step on CPU.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,6 +57,66 @@ def test_values_and_all_grads_match_reference(window, head_dim, shift, groups):
     if shift:
         plain = window_attention_reference(q, k, v, table, None, window_size=window)
         assert _rel(plain, orf) > 1e-2
+
+
+@pytest.mark.parametrize("window,head_dim,shift", [
+    (7, 32, False),           # T = 49 -> 64
+    (7, 32, True),
+    (3, 12, True),            # T = 9 -> 16 and head_dim 12 -> 16
+])
+def test_padded_gpu_form_matches_reference(window, head_dim, shift):
+    """pad_tokens=True: the GPU (Triton) form of the kernel, run in the interpreter."""
+    q, k, v, table, do = _inputs(window, heads=2, head_dim=head_dim)
+    side = 2
+    mask = jnp.asarray(window_shift_mask(side * window, side * window, window, window // 2)) if shift else None
+    fn = lambda *a: window_attention(*a, mask, window_size=window, interpret=True, pad_tokens=True)  # noqa: E731
+    kern = _value_and_grads(fn, do)
+    ref = _value_and_grads(lambda *a: window_attention_reference(*a, mask, window_size=window), do)
+    (ok, gk), (orf, gr) = kern(q, k, v, table), ref(q, k, v, table)
+    assert ok.shape == q.shape
+    assert _rel(ok, orf) <= 1e-5
+    for name, a, b in zip(("q", "k", "v", "table"), gk, gr):
+        assert a.shape == b.shape
+        assert _rel(a, b) <= 1e-5, name
+    assert float(jnp.max(jnp.abs(gk[3]))) > 1e-2
+    # The kernels really ran on padded operands.
+    tp, dp = wa._pow2_at_least_16(window * window), wa._pow2_at_least_16(head_dim)
+    assert (tp, dp) != (window * window, head_dim)
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda *a: jnp.sum(fn(*a) * do), argnums=(0, 1, 2, 3)))(q, k, v, table))
+    assert jaxpr.count("pallas_call") == 2
+    assert f"f32[{q.shape[0]},2,{tp},{dp}]" in jaxpr
+
+
+def test_padded_index_marks_padding():
+    idx = wa._padded_index(3, 16)
+    assert (idx[:9, :9] == relative_position_index(3)).all()
+    assert (idx[9:, :9] == wa._PAD_QUERY).all() and (idx[:, 9:] == wa._PAD_KEY).all()
+    assert wa._PAD_QUERY < 0 and wa._PAD_KEY < 0 and wa._PAD_QUERY != wa._PAD_KEY
+    assert [wa._pow2_at_least_16(n) for n in (4, 16, 17, 49, 64, 144)] == [16, 16, 32, 64, 64, 256]
+
+
+def test_gpu_path_lowers_to_triton(monkeypatch):
+    """Lower the GPU dispatch (fwd + bwd, window 7, shift mask) for CUDA from this CPU host: checks
+    the Pallas -> Triton IR lowering (tile sizes, 2-D matmuls), not Triton's compilation or a run."""
+    monkeypatch.setattr(wa, "_backend", lambda: "gpu")
+    q, k, v, table, _ = _inputs(7, heads=2, head_dim=32)
+    mask = jnp.asarray(window_shift_mask(14, 14, 7, 3))
+    export = functools.partial(jax.export.export, platforms=("cuda",), disabled_checks=[
+        jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])
+
+    def loss(*a):
+        return jnp.sum(window_attention(*a, mask, window_size=7).astype(jnp.float32) ** 2)
+    for dtype in (jnp.float32, jnp.bfloat16):
+        args = [x.astype(dtype) for x in (q, k, v)] + [table]
+        text = export(jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3))))(*args).mlir_module()
+        assert text.count("__gpu$xla.gpu.triton") == 2
+        assert "window_attention_fwd" in text and "window_attention_bwd" in text
+    # Without the padding the kernel does not lower for GPU: T = 49 is not a power of two.
+    unpadded = jax.jit(lambda *a: wa._window_attention_pallas(*a, None, 7, 0.1, BlockSizes(), False, False))
+    with pytest.raises(ValueError, match="power of 2"):
+        export(unpadded)(q, k, v, table)
+    with pytest.raises(ValueError, match="needs pad_tokens=True"):
+        window_attention(q, k, v, table, window_size=7, pad_tokens=False)
 
 
 def test_relative_position_index_matches_swin_definition():

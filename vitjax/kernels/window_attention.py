@@ -24,22 +24,44 @@ With a shift mask, ``block_windows`` must divide ``nW`` so each block reads one 
 the mask. The backward grid is ``(heads, groups, blocks_per_group)``: the bias gradient of a head
 is accumulated over the blocks of a group in a VMEM-resident output and turned into table rows at
 the group's last step. ``groups=1`` (the TPU default) relies on TPU's sequential grid order
-("arbitrary" semantics, also what interpret mode does); on GPU, whose grid programs run in
-parallel, the default is one block per group and the per-group table partials are summed outside.
+("arbitrary" semantics, also what interpret mode does); on GPU (not in interpret mode), whose grid
+programs run in parallel, the default is one block per group and the per-group table partials are
+summed outside.
+
+GPU form (``pad_tokens=True``, the default when the kernel is compiled for GPU): Triton needs
+power-of-two tiles (and matmul operands of at least 16 in each dim) and has no batched matmul, so
+the token axis is zero-padded to the next power of two >= 16 (T = 49 -> 64, 144 -> 256) and
+head_dim likewise (32 stays 32), and the kernels loop over the block's windows with 2-D matmuls.
+Padded positions carry a negative relative-position index (no table row matches it: no bias, no
+table gradient); padded keys are set to -inf before the softmax (probability exactly 0); padded
+query rows and head columns are sliced off the outputs, and the backward pads the output
+gradient with zeros, so padded rows add nothing to dk, dv or the table. The custom-VJP residuals
+are the unpadded inputs (the backward pads again). The pallas_calls get Triton compiler params on
+GPU (with none, this jax would pick the Mosaic GPU backend). Note that with the GPU default of one
+window block per backward group, the bias-gradient accumulator is [N / block_windows, H, Tp, Tp]
+in HBM: a fraction 1 / block_windows of a score tensor, not the few T x T tiles of the TPU mode.
 
 Implementations (``implementation=``): ``"pallas"`` (this kernel), ``"reference"`` (pure jnp, the
 numerics this kernel is tested against), ``None``/``"auto"``: Pallas on TPU and GPU, reference on
-CPU. ``interpret=True`` runs the Pallas kernel in Pallas's interpreter on any backend.
+CPU. ``interpret=True`` runs the Pallas kernel in Pallas's interpreter on any backend, in its
+padded GPU form with ``pad_tokens=True``.
 
-What was verified (2 CPU cores, no accelerator): forward values and the gradients of q, k, v and
-the table in interpret mode against the reference, fp32 relative error <= 1e-5, window sizes 7, 8,
-12, head dims 16/32, with and without the shift mask, both backward grouping modes
-(tests/test_kernel_window_attention.py). The code uses only the generic ``pl.pallas_call`` API
-(BlockSpecs with full-extent trailing dims, batched ``einsum``, ``fori_loop``, dynamic
-second-minor ``pl.ds`` slices) so it is written for Mosaic (TPU) lowering, but neither the Mosaic
-nor the Triton lowering has been compiled or timed here. Known GPU caveat: Triton needs
-power-of-two block shapes, and T = 49 is not one; GPU use needs T padded, which this module does
-not do yet.
+What was verified (2 CPU cores, no accelerator; tests/test_kernel_window_attention.py):
+* Interpret mode against the reference, fp32 relative error <= 1e-5 on the output and on the
+  gradients of q, k, v and the table: the unpadded form for window sizes 7, 8, 12, head dims
+  16/32, with and without the shift mask, both backward grouping modes; the padded GPU form for
+  window 7 / head_dim 32 (T 49 -> 64) with and without the shift mask, and window 3 / head_dim 12
+  (T 9 -> 16, head_dim 12 -> 16) with the mask.
+* The GPU dispatch (padded form, fwd + bwd, fp32 and bf16, window 7 with mask) lowers from this
+  CPU host to Triton IR for CUDA (``jax.export`` with ``platforms=("cuda",)``), producing two
+  Triton custom calls; the unpadded form fails that lowering (49 is not a power of two). This
+  checks jax's Pallas -> Triton IR lowering rules only: Triton's compilation to PTX, a run on a GPU
+  (results) and GPU timings have not been done here. On GPU the bias gather is (2W-1)^2
+  compare-and-selects over a 64 x 64 tile per grid step, and the default tiling (``min_rows``,
+  ``num_warps``) was not tuned for it.
+* Mosaic (TPU) lowering: the unpadded form uses only the generic ``pl.pallas_call`` API
+  (BlockSpecs with full-extent trailing dims, batched ``einsum``, ``fori_loop``, dynamic
+  second-minor ``pl.ds`` slices) and is written for it, but it has not been compiled or timed here.
 """
 from __future__ import annotations
 
@@ -162,6 +184,31 @@ def window_attention_reference(q, k, v, bias_table, shift_mask=None, *, window_s
 # kernels
 
 
+# Relative-position index of padded positions (pad_tokens): no table row matches a negative index,
+# so padded positions get no bias and contribute nothing to the table gradient.
+_PAD_QUERY = -1   # padded query row, real key: the row is computed and sliced off
+_PAD_KEY = -2     # padded key column: masked to probability exactly 0
+
+
+def _pow2_at_least_16(n: int) -> int:
+    return max(16, 1 << (int(n) - 1).bit_length())
+
+
+def _padded_index(window_size: int, tp: int) -> np.ndarray:
+    """[tp, tp] relative-position index with the padded rows / columns marked (see _PAD_*)."""
+    idx = relative_position_index(window_size)
+    t = idx.shape[0]
+    out = np.full((tp, tp), _PAD_QUERY, np.int32)
+    out[:, t:] = _PAD_KEY
+    out[:t, :t] = idx
+    return out
+
+
+def _pad_to(x, t, d):
+    """Zero-pad [..., T, head_dim] to [..., t, d]."""
+    return jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, t - x.shape[-2]), (0, d - x.shape[-1])])
+
+
 def _gather_bias(idx, table_ref, num_rel):
     """[T, T] float32 bias = table[idx] for this head; ``table_ref`` block is [R, 1].
 
@@ -173,10 +220,13 @@ def _gather_bias(idx, table_ref, num_rel):
     return jax.lax.fori_loop(0, num_rel, body, jnp.zeros(idx.shape, jnp.float32))
 
 
-def _scores(q, k, bias, mask, scale):
-    s = jnp.einsum("wtd,wsd->wts", q, k, preferred_element_type=jnp.float32) * scale + bias[None]
+def _scores(q, k, bias, mask, key_pad, scale):
+    """Masked scores of one window ([T, d] operands) or a block of windows ([w, T, d])."""
+    s = jnp.einsum("...td,...sd->...ts", q, k, preferred_element_type=jnp.float32) * scale + bias
     if mask is not None:
         s = s + mask.astype(jnp.float32)
+    if key_pad is not None:   # padded keys: exp(-inf - max) = 0 exactly (every row has real keys)
+        s = jnp.where(key_pad, -jnp.inf, s)
     return s
 
 
@@ -186,17 +236,41 @@ def _softmax(s):
     return p / jnp.sum(p, axis=-1, keepdims=True)
 
 
-def _fwd_kernel(idx_ref, table_ref, q_ref, k_ref, v_ref, *refs, scale, num_rel, has_mask):
+def _attend(q, k, v, bias, mask, key_pad, scale):
+    p = _softmax(_scores(q, k, bias, mask, key_pad, scale))
+    return jnp.einsum("...ts,...sd->...td", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+
+
+def _attend_bwd(q, k, v, do, bias, mask, key_pad, scale):
+    """(dq, dk, dv, ds) of one window or a block of windows; ds is the score (= bias) gradient."""
+    p = _softmax(_scores(q, k, bias, mask, key_pad, scale))
+    dv = jnp.einsum("...ts,...td->...sd", p.astype(do.dtype), do, preferred_element_type=jnp.float32)
+    dp = jnp.einsum("...td,...sd->...ts", do, v, preferred_element_type=jnp.float32)
+    ds = p * (dp - jnp.sum(dp * p, axis=-1, keepdims=True))
+    dq = jnp.einsum("...ts,...sd->...td", ds.astype(k.dtype), k, preferred_element_type=jnp.float32) * scale
+    dk = jnp.einsum("...ts,...td->...sd", ds.astype(q.dtype), q, preferred_element_type=jnp.float32) * scale
+    return dq, dk, dv, ds
+
+
+def _fwd_kernel(idx_ref, table_ref, q_ref, k_ref, v_ref, *refs, scale, num_rel, has_mask, padded):
     mask_ref, o_ref = (refs[0], refs[1]) if has_mask else (None, refs[0])
-    bias = _gather_bias(idx_ref[...], table_ref, num_rel)
-    mask = mask_ref[...] if has_mask else None
-    p = _softmax(_scores(q_ref[...], k_ref[...], bias, mask, scale))
-    v = v_ref[...]
-    o = jnp.einsum("wts,wsd->wtd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
-    o_ref[...] = o.astype(o_ref.dtype)
+    idx = idx_ref[...]
+    bias = _gather_bias(idx, table_ref, num_rel)
+    if not padded:   # the whole block at once: batched matmuls (Mosaic)
+        mask = mask_ref[...] if has_mask else None
+        o_ref[...] = _attend(q_ref[...], k_ref[...], v_ref[...], bias, mask, None, scale).astype(o_ref.dtype)
+        return
+    # GPU form: power-of-two tiles, one 2-D matmul chain per window (Triton has no batched dot).
+    key_pad = idx == _PAD_KEY
+
+    def window(w, carry):
+        mask = mask_ref[w] if has_mask else None
+        o_ref[w] = _attend(q_ref[w], k_ref[w], v_ref[w], bias, mask, key_pad, scale).astype(o_ref.dtype)
+        return carry
+    jax.lax.fori_loop(0, q_ref.shape[0], window, 0)
 
 
-def _bwd_kernel(idx_ref, table_ref, q_ref, k_ref, v_ref, do_ref, *refs, scale, num_rel, has_mask):
+def _bwd_kernel(idx_ref, table_ref, q_ref, k_ref, v_ref, do_ref, *refs, scale, num_rel, has_mask, padded):
     if has_mask:
         mask_ref, dq_ref, dk_ref, dv_ref, dbias_ref, dtable_ref = refs
     else:
@@ -204,17 +278,25 @@ def _bwd_kernel(idx_ref, table_ref, q_ref, k_ref, v_ref, do_ref, *refs, scale, n
         dq_ref, dk_ref, dv_ref, dbias_ref, dtable_ref = refs
     j = pl.program_id(2)
     idx = idx_ref[...]
-    q, k, v, do = q_ref[...], k_ref[...], v_ref[...], do_ref[...]
-    p = _softmax(_scores(q, k, _gather_bias(idx, table_ref, num_rel),
-                         mask_ref[...] if has_mask else None, scale))
-    dv = jnp.einsum("wts,wtd->wsd", p.astype(do.dtype), do, preferred_element_type=jnp.float32)
-    dp = jnp.einsum("wtd,wsd->wts", do, v, preferred_element_type=jnp.float32)
-    ds = p * (dp - jnp.sum(dp * p, axis=-1, keepdims=True))
-    dq = jnp.einsum("wts,wsd->wtd", ds.astype(k.dtype), k, preferred_element_type=jnp.float32) * scale
-    dk = jnp.einsum("wts,wtd->wsd", ds.astype(q.dtype), q, preferred_element_type=jnp.float32) * scale
-    dq_ref[...] = dq.astype(dq_ref.dtype)
-    dk_ref[...] = dk.astype(dk_ref.dtype)
-    dv_ref[...] = dv.astype(dv_ref.dtype)
+    bias = _gather_bias(idx, table_ref, num_rel)
+    if not padded:
+        dq, dk, dv, ds = _attend_bwd(q_ref[...], k_ref[...], v_ref[...], do_ref[...], bias,
+                                     mask_ref[...] if has_mask else None, None, scale)
+        dq_ref[...] = dq.astype(dq_ref.dtype)
+        dk_ref[...] = dk.astype(dk_ref.dtype)
+        dv_ref[...] = dv.astype(dv_ref.dtype)
+        ds_sum = jnp.sum(ds, axis=0)
+    else:
+        key_pad = idx == _PAD_KEY
+
+        def window(w, acc):
+            mask = mask_ref[w] if has_mask else None
+            dq, dk, dv, ds = _attend_bwd(q_ref[w], k_ref[w], v_ref[w], do_ref[w], bias, mask, key_pad, scale)
+            dq_ref[w] = dq.astype(dq_ref.dtype)
+            dk_ref[w] = dk.astype(dk_ref.dtype)
+            dv_ref[w] = dv.astype(dv_ref.dtype)
+            return acc + ds
+        ds_sum = jax.lax.fori_loop(0, q_ref.shape[0], window, jnp.zeros(idx.shape, jnp.float32))
 
     # The bias gradient is the score gradient summed over windows; it stays resident across the
     # blocks of this group (same output block index) and becomes table rows at the group's end.
@@ -222,13 +304,14 @@ def _bwd_kernel(idx_ref, table_ref, q_ref, k_ref, v_ref, do_ref, *refs, scale, n
     def _init():
         dbias_ref[...] = jnp.zeros(dbias_ref.shape, dbias_ref.dtype)
 
-    dbias_ref[...] += jnp.sum(ds, axis=0)
+    dbias_ref[...] += ds_sum
 
     @pl.when(j == pl.num_programs(2) - 1)
     def _to_table():
         dbias = dbias_ref[...]
 
         def body(r, carry):
+            # Padded positions carry a negative index: they match no table row.
             tot = jnp.sum(jnp.where(idx == r, dbias, 0.0), axis=(0, 1), keepdims=True)
             dtable_ref[pl.ds(r, 1), :] = tot.astype(dtable_ref.dtype)
             return carry
@@ -258,10 +341,23 @@ def _blocks(n, nw, t, requested, min_rows):
     return _pick_block(n, t, requested, min_rows, "total number of windows")
 
 
-def _compiler_params(semantics):
-    if jax.default_backend() == "tpu":
+def _backend() -> str:
+    """The platform the kernels are built for (a seam: tests lower the GPU path from a CPU host)."""
+    return jax.default_backend()
+
+
+def _compiler_params(semantics, interpret):
+    if interpret:
+        return None
+    backend = _backend()
+    if backend == "tpu":
         from jax.experimental.pallas import tpu as pltpu
         return pltpu.CompilerParams(dimension_semantics=semantics)
+    if backend == "gpu":
+        # Explicitly Triton: with no compiler params this jax picks the Mosaic GPU backend, which
+        # the kernel is not written for.
+        from jax.experimental.pallas import triton as pltriton
+        return pltriton.CompilerParams()
     return None
 
 
@@ -270,7 +366,7 @@ def _mask_index(nb_mask):
     return lambda n: (n % nb_mask, 0, 0)
 
 
-def _fwd_call(q, k, v, table_t, mask, idx, scale, bw, interpret):
+def _fwd_call(q, k, v, table_t, mask, idx, scale, bw, padded, interpret):
     n, h, t, d = q.shape
     r = table_t.shape[1]
     has_mask = mask is not None
@@ -283,20 +379,20 @@ def _fwd_call(q, k, v, table_t, mask, idx, scale, bw, interpret):
         mi = _mask_index(mask.shape[0] // bw)
         in_specs.append(pl.BlockSpec((bw, t, t), lambda i, hh: mi(i)))
         args.append(mask)
-    kernel = functools.partial(_fwd_kernel, scale=scale, num_rel=r, has_mask=has_mask)
+    kernel = functools.partial(_fwd_kernel, scale=scale, num_rel=r, has_mask=has_mask, padded=padded)
     return pl.pallas_call(
         kernel, out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype), grid=(n // bw, h),
         in_specs=in_specs, out_specs=win_spec,
-        compiler_params=_compiler_params(("parallel", "parallel")),
+        compiler_params=_compiler_params(("parallel", "parallel"), interpret),
         interpret=interpret, name="window_attention_fwd")(*args)
 
 
-def _bwd_call(q, k, v, do, table_t, mask, idx, scale, bw, groups, interpret):
+def _bwd_call(q, k, v, do, table_t, mask, idx, scale, bw, groups, padded, interpret):
     n, h, t, d = q.shape
     r = table_t.shape[1]
     nb = n // bw
     if groups is None:
-        groups = nb if (jax.default_backend() == "gpu" and not interpret) else 1
+        groups = nb if (_backend() == "gpu" and not interpret) else 1
     if groups <= 0 or nb % groups:
         raise ValueError(f"bwd_groups={groups} must be a positive divisor of the {nb} backward window blocks")
     per = nb // groups
@@ -316,38 +412,57 @@ def _bwd_call(q, k, v, do, table_t, mask, idx, scale, bw, groups, interpret):
         jax.ShapeDtypeStruct((groups, h, r, 1), jnp.float32)]
     out_specs = [win_spec] * 3 + [pl.BlockSpec((None, None, t, t), lambda hh, g, j: (g, hh, 0, 0)),
                                   pl.BlockSpec((None, None, r, 1), lambda hh, g, j: (g, hh, 0, 0))]
-    kernel = functools.partial(_bwd_kernel, scale=scale, num_rel=r, has_mask=has_mask)
+    kernel = functools.partial(_bwd_kernel, scale=scale, num_rel=r, has_mask=has_mask, padded=padded)
     dq, dk, dv, _, dtable = pl.pallas_call(
         kernel, out_shape=out_shape, grid=(h, groups, per), in_specs=in_specs, out_specs=out_specs,
-        compiler_params=_compiler_params(("parallel", "parallel", "arbitrary")),
+        compiler_params=_compiler_params(("parallel", "parallel", "arbitrary"), interpret),
         interpret=interpret, name="window_attention_bwd")(*args)
     return dq, dk, dv, dtable.sum(0)[..., 0].T  # [R, H]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
-def _window_attention_pallas(q, k, v, bias_table, shift_mask, window_size, scale, blocks, interpret):
-    out, _ = _vjp_fwd(q, k, v, bias_table, shift_mask, window_size, scale, blocks, interpret)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9))
+def _window_attention_pallas(q, k, v, bias_table, shift_mask, window_size, scale, blocks, pad, interpret):
+    out, _ = _vjp_fwd(q, k, v, bias_table, shift_mask, window_size, scale, blocks, pad, interpret)
     return out
 
 
-def _vjp_fwd(q, k, v, bias_table, shift_mask, window_size, scale, blocks, interpret):
-    n, _, t, _ = q.shape
+def _kernel_operands(q, shift_mask, window_size, pad):
+    """(padded T, padded head_dim, index, mask) as the kernels see them. With ``pad`` the token and
+    head axes become powers of two >= 16 (Triton's tile and matmul constraints): zero rows/columns,
+    padded positions marked in the index, the mask zero-padded (padded keys are masked in-kernel)."""
+    _, _, t, d = q.shape
+    if not pad:
+        return t, d, jnp.asarray(relative_position_index(window_size)), shift_mask
+    tp, dp = _pow2_at_least_16(t), _pow2_at_least_16(d)
+    mask = None if shift_mask is None else _pad_to(shift_mask, tp, tp)
+    return tp, dp, jnp.asarray(_padded_index(window_size, tp)), mask
+
+
+def _vjp_fwd(q, k, v, bias_table, shift_mask, window_size, scale, blocks, pad, interpret):
+    n, _, t, d = q.shape
+    tp, dp, idx, mask = _kernel_operands(q, shift_mask, window_size, pad)
     nw = None if shift_mask is None else shift_mask.shape[0]
-    bw = _blocks(n, nw, t, blocks.block_windows, blocks.min_rows)
-    idx = jnp.asarray(relative_position_index(window_size))
+    bw = _blocks(n, nw, tp, blocks.block_windows, blocks.min_rows)
     table_t = bias_table.T[..., None]                        # [H, R, 1]: one head's column per block
-    out = _fwd_call(q, k, v, table_t, shift_mask, idx, scale, bw, interpret)
-    return out, (q, k, v, bias_table, shift_mask)
+    qp, kp, vp = ((_pad_to(x, tp, dp) for x in (q, k, v)) if pad else (q, k, v))
+    out = _fwd_call(qp, kp, vp, table_t, mask, idx, scale, bw, pad, interpret)
+    if pad:
+        out = out[:, :, :t, :d]
+    return out, (q, k, v, bias_table, shift_mask)   # unpadded residuals: the backward re-pads
 
 
-def _vjp_bwd(window_size, scale, blocks, interpret, res, do):
+def _vjp_bwd(window_size, scale, blocks, pad, interpret, res, do):
     q, k, v, bias_table, shift_mask = res
-    n, _, t, _ = q.shape
+    n, _, t, d = q.shape
+    tp, dp, idx, mask = _kernel_operands(q, shift_mask, window_size, pad)
     nw = None if shift_mask is None else shift_mask.shape[0]
-    bw = _blocks(n, nw, t, blocks.block_windows_bwd or blocks.block_windows, blocks.min_rows)
-    idx = jnp.asarray(relative_position_index(window_size))
-    dq, dk, dv, dtable = _bwd_call(q, k, v, do, bias_table.T[..., None], shift_mask, idx, scale, bw,
-                                   blocks.bwd_groups, interpret)
+    bw = _blocks(n, nw, tp, blocks.block_windows_bwd or blocks.block_windows, blocks.min_rows)
+    # Padded query rows get a zero output gradient, so they add nothing to dk, dv or the table.
+    ops = [_pad_to(x, tp, dp) for x in (q, k, v, do)] if pad else [q, k, v, do]
+    dq, dk, dv, dtable = _bwd_call(*ops, bias_table.T[..., None], mask, idx, scale, bw,
+                                   blocks.bwd_groups, pad, interpret)
+    if pad:
+        dq, dk, dv = (x[:, :, :t, :d] for x in (dq, dk, dv))
     dmask = None if shift_mask is None else jnp.zeros_like(shift_mask)   # the mask is a constant
     return dq, dk, dv, dtable.astype(bias_table.dtype), dmask
 
@@ -364,7 +479,7 @@ def _resolve(implementation: str | None, interpret: bool | None) -> tuple[str, b
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"unknown window-attention implementation {implementation!r}; choose one of "
                          f"{list(IMPLEMENTATIONS)} (or None for auto)")
-    backend = jax.default_backend()
+    backend = _backend()
     if impl == "auto":
         impl = "pallas" if (interpret or backend in ("tpu", "gpu")) else "reference"
     if impl == "reference":
@@ -380,7 +495,7 @@ def _resolve(implementation: str | None, interpret: bool | None) -> tuple[str, b
 
 def window_attention(q, k, v, bias_table, shift_mask=None, *, window_size: int, scale: float | None = None,
                      block_sizes: BlockSizes | None = None, implementation: str | None = None,
-                     interpret: bool | None = None):
+                     interpret: bool | None = None, pad_tokens: bool | None = None):
     """Window attention with relative-position bias and optional shift mask.
 
     Args:
@@ -393,6 +508,11 @@ def window_attention(q, k, v, bias_table, shift_mask=None, *, window_size: int, 
       block_sizes: ``BlockSizes`` for the Pallas kernels.
       implementation: None/"auto" (Pallas on TPU/GPU, reference on CPU), "pallas", "reference".
       interpret: run the Pallas kernel in the interpreter (any backend, e.g. CPU tests).
+      pad_tokens: run the GPU form of the kernel: tokens and head_dim zero-padded to powers of two
+        >= 16 (T = 49 -> 64), padded keys masked to probability 0, padded query rows and head
+        columns sliced off, one 2-D matmul chain per window. None: on when the kernel is compiled
+        for GPU (required there), off otherwise (TPU and interpret mode); True exercises the GPU
+        form in interpret mode. Ignored by the reference.
     Returns:
       [num_windows_total, heads, T, head_dim] in q's dtype.
     """
@@ -404,8 +524,13 @@ def window_attention(q, k, v, bias_table, shift_mask=None, *, window_size: int, 
     blocks = block_sizes or BlockSizes()
     if not isinstance(blocks, BlockSizes):
         raise TypeError(f"block_sizes must be a window_attention.BlockSizes, got {type(blocks).__name__}")
+    on_gpu = _backend() == "gpu" and not interp
+    pad = on_gpu if pad_tokens is None else bool(pad_tokens)
+    if on_gpu and not pad:
+        raise ValueError("the Pallas window-attention kernel compiled for GPU (Triton) needs pad_tokens=True "
+                         "(power-of-two tiles, no batched matmuls); leave pad_tokens=None")
     return _window_attention_pallas(q, k, v, bias_table, shift_mask, window_size,
-                                    _default_scale(q, scale), blocks, interp)
+                                    _default_scale(q, scale), blocks, pad, interp)
 
 
 def num_flops(num_windows: int, heads: int, window_size: int, head_dim: int) -> int:
