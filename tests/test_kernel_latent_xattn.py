@@ -190,3 +190,24 @@ def test_bad_inputs_raise_clear_errors():
         latent_cross_attention(q, k[..., :8], v)
     with pytest.raises(ValueError, match=r"implementation='triton'; choose one of"):
         latent_cross_attention(q, k, v, implementation="triton")
+
+
+@pytest.mark.parametrize("platform,backend,call", [("cuda", "gpu", "__gpu$xla.gpu.triton"),
+                                                   ("tpu", "tpu", "tpu_custom_call")])
+def test_kernels_lower_for_gpu_and_tpu(monkeypatch, platform, backend, call):
+    """Lower forward + both backward kernels for CUDA (Triton) and TPU (Mosaic) from this CPU host
+    with jax.export: checks the Pallas lowering (block shapes, ops), not a compile or a run there."""
+    import vitjax.kernels.latent_cross_attention as lx
+    monkeypatch.setattr(lx, "_backend", lambda: backend)
+    export = functools.partial(jax.export.export, platforms=(platform,),
+                               disabled_checks=[jax.export.DisabledSafetyCheck.custom_call(call)])
+    n = 300 if backend == "gpu" else 512          # TPU: kv blocks are multiples of 128
+    q, k = jnp.zeros((1, 2, 64, 64)), jnp.zeros((1, 2, n, 64))
+    mask = jnp.ones((1, n), bool)
+
+    def loss(q, k, v):
+        return jnp.sum(lx.latent_cross_attention(q, k, v, mask, implementation="pallas", interpret=False) ** 2)
+    for dtype in (jnp.float32, jnp.bfloat16):
+        args = [x.astype(dtype) for x in (q, k, k)]
+        text = export(jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2))))(*args).mlir_module()
+        assert text.count(call) == 3          # forward, dK/dV, dQ
