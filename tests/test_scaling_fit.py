@@ -278,3 +278,22 @@ def test_bootstrap_interval_with_overflowed_refits_is_unbounded_not_nan():
         warnings.simplefilter("error")
         ci = bootstrap(fit, x, n_boot=50, statistic=lambda f: {"v": f.v})
     assert np.isfinite(ci["v"][0]) and ci["v"][1] == np.inf
+
+
+def test_chinchilla_e_min_bounds_the_irreducible_loss():
+    """e_min is a hard lower bound on E, in the fit and in every bootstrap refit; it can only raise the
+    objective; a non-positive e_min is an error."""
+    rng = np.random.default_rng(1)
+    true = {"E": 0.3, "A": 40.0, "B": 3000.0, "alpha": 0.5, "beta": 0.8}
+    N, D = np.meshgrid(np.geomspace(5e3, 7e4, 4), np.geomspace(1.6e4, 1.3e5, 4), indexing="ij")
+    N, D = N.ravel(), D.ravel()
+    loss = chinchilla_law(N, D, true) * np.exp(rng.normal(0.0, 0.03, N.size))
+    grid = {"a": (0.0, 10.0), "b": (0.0, 10.0), "e": (-2.0, 0.0), "alpha": (0.5,), "beta": (0.5, 1.0)}
+    free = fit_chinchilla(N, D, loss, init_grid=grid)
+    e_min = free.params["E"] + 0.1            # binding whatever the free fit found
+    bounded = with_bootstrap(fit_chinchilla, N, D, loss, n_boot=10, seed=0, e_min=e_min, init_grid=grid)
+    assert bounded.params["E"] >= e_min * (1 - 1e-9)
+    assert bounded.ci["E"][0] >= e_min * (1 - 1e-9)
+    assert bounded.objective >= free.objective - 1e-12
+    with pytest.raises(ValueError, match="e_min must be a positive number"):
+        fit_chinchilla(N, D, loss, e_min=0.0)

@@ -109,9 +109,13 @@ def test_records_hold_counts_data_compute_and_curves(micro):
         assert r["best_loss"] == min(p["loss"] for p in r["curve"])
         assert [p["step"] for p in r["train_curve"]] == [1, 2, 3, 4]
         assert r["wall_s"] > r["compile_s"] > 0 and r["resumed_from_step"] is None
+        # the standard error of the eval loss, from an extra pass that keeps per-example losses
+        assert r["eval_examples"] == 360 and r["loss_se_pass_mean"] == pytest.approx(r["loss"], rel=1e-5)
+        assert r["loss_se"] == pytest.approx(r["loss_std"] / math.sqrt(360)) and 0 < r["loss_se"] < 0.1 * r["loss"]
     assert records[1]["C"] > records[0]["C"]
     bad = records[2]
     assert bad["status"] == "diverged" and bad["loss"] is None and "NaN/Inf at step" in bad["error"]
+    assert bad["loss_se"] is None
     assert any("DIVERGED" in line and bad["name"] in line for line in log)
     lines = open(os.path.join(out, "runs.jsonl")).read().splitlines()
     assert [json.loads(x) for x in lines] == records
@@ -133,7 +137,7 @@ def test_rerun_trains_nothing_and_rebuilds_a_lost_record(micro):
     os.remove(os.path.join(out, "runs", "w8_d1_st4", sw.RECORD_FILE))
     again = sw.run_sweep(micro_sweep_config(), out, devices=ONE, log=log.append)
     assert open(metrics).read() == before
-    skip = ("wall_s", "compile_s", "resumed_from_step", "loadavg_1m", "finished_at")
+    skip = ("wall_s", "compile_s", "se_pass_s", "resumed_from_step", "loadavg_1m", "finished_at")
     assert {k: v for k, v in again[0].items() if k not in skip} == {k: v for k, v in records[0].items() if k not in skip}
     assert again[0]["resumed_from_step"] == 4
 
@@ -257,5 +261,17 @@ def test_demo_config_plans_its_documented_runs():
     out = subprocess.run([sys.executable, str(REPO / "experiments" / "scaling" / "sweep.py"), "--config",
                           str(REPO / "configs" / "scaling_digits.py"), "--out", "/nonexistent", "--dry_run"],
                          capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "20 runs, 9900 steps in all"
-    assert " w128_d2_ep48_lr0.002 " in out
+    assert out.strip().splitlines()[-1] == "16 runs, 7500 steps in all"
+    line = next(x for x in out.splitlines() if " w64_d2_img128000_lr0.0085 " in x)
+    assert "train.total_steps=1000 " in line and "model.num_heads=4 " in line
+
+
+def test_analysis_with_a_known_floor_reports_both_holdout_fits(tmp_path):
+    doc = an.analyze_records(fabricated_records(), str(tmp_path), n_boot=0, plots=False, e_min=0.13,
+                             init_grids=SMALL_GRIDS, log=lambda s: None)
+    assert doc["fits"]["chinchilla"]["params"]["E"] >= 0.13 * (1 - 1e-9)      # true E is 0.12: binding
+    ho = doc["holdout_check"]["fits"]
+    assert ho["chinchilla"]["params"]["E"] >= 0.13 * (1 - 1e-9)
+    assert ho["chinchilla_e_free"]["params"]["E"] < 0.13
+    assert doc["settings"]["e_min"] == 0.13
+    assert "E >= 0.13" in open(tmp_path / "report.md").read()

@@ -2,6 +2,7 @@
 
     python experiments/scaling/analyze.py --out workdirs/scaling_digits
     python experiments/scaling/analyze.py --out workdirs/scaling_digits --loss best_loss --n N --holdout 4
+    python experiments/scaling/analyze.py --out workdirs/scaling_digits --e_min 0      # L(N, D) with E free
 
 Options not given default to the ``analysis`` section of the sweep config (saved in OUT/sweep.json).
 See vitjax/scaling/analysis.py for what is fitted and docs/scaling.md for how to read the report.
@@ -23,13 +24,15 @@ def main(argv=None) -> int:
     p.add_argument("--n", choices=("N_nonembed", "N"), default=None, help="parameter count to fit against")
     p.add_argument("--holdout", type=int, default=None, help="largest-compute runs held out (default 3)")
     p.add_argument("--n_boot", type=int, default=None, help="bootstrap resamples per law (default 200)")
+    p.add_argument("--e_min", type=float, default=None,
+                   help="known lower bound of L(N, D)'s irreducible loss E (0: none; default: the sweep config's)")
     p.add_argument("--no_plots", action="store_true")
     args = p.parse_args(argv)
     from vitjax.scaling.analysis import analyze_sweep, summary
     t0 = time.time()
     try:
         doc = analyze_sweep(args.out, loss_key=args.loss, n_key=args.n, holdout=args.holdout,
-                            n_boot=args.n_boot, plots=False if args.no_plots else None)
+                            n_boot=args.n_boot, e_min=args.e_min, plots=False if args.no_plots else None)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

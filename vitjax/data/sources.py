@@ -178,6 +178,9 @@ def get_source(name: str, split: str, data_dir: str | None = None):
     """The source that ``config.input.data`` names: ``get_source(**config.input.data)``."""
     if name == "digits":
         return DigitsSource(split)
+    if name == "synthetic_digits":      # procedurally drawn digits, any number: vitjax/data/synthetic_digits.py
+        from vitjax.data.synthetic_digits import SyntheticDigitsSource
+        return SyntheticDigitsSource(split)
     if name == "digit_captions":        # digits + generated captions (CLIP demo): vitjax/data/captions.py
         from vitjax.data.captions import DigitCaptionSource
         return DigitCaptionSource(split)

@@ -64,7 +64,9 @@ def select_runs(records: Sequence[Mapping[str, Any]], *, loss_key: str = "loss",
         if bad:
             excluded.append({"name": name, "reason": "; ".join(bad)})
             continue
-        rows.append({"name": name, **vals, "N_total": _num(r.get("N")), "top1": _num(r.get("top1")),
+        # The eval loss's standard error over test examples is measured for the final loss only.
+        se = _num(r.get("loss_se")) if loss_key == "loss" else float("nan")
+        rows.append({"name": name, **vals, "loss_se": se, "N_total": _num(r.get("N")), "top1": _num(r.get("top1")),
                      "C_6ND": _num(r.get("C_6ND")), "epochs": _num(r.get("epochs"))})
     return rows, excluded
 
@@ -127,7 +129,7 @@ def _fit_compute_laws(rows, n_boot, seed, errors, fits, grids, suffix=""):
 def analyze_records(records: Sequence[Mapping[str, Any]], out_dir: str, *, loss_key: str = "loss",
                     n_key: str = "N_nonembed", holdout: int = 3, n_boot: int = 200, seed: int = 0,
                     plots: bool = True, title: str = "Scaling laws", extra: Mapping[str, Any] | None = None,
-                    init_grids: Mapping[str, Any] | None = None,
+                    init_grids: Mapping[str, Any] | None = None, e_min: float | None = None,
                     log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Fits the laws to sweep ``records``, writes ``report.md``, ``report.json`` and ``plots/*.png``
     under ``out_dir``, and returns the JSON document.
@@ -144,6 +146,10 @@ def analyze_records(records: Sequence[Mapping[str, Any]], out_dir: str, *, loss_
       init_grids: ``{law: init_grid}`` for "chinchilla", "compute_saturating", "compute_power_law":
         L-BFGS-B starting grids (see each fit function; e.g. ``{"chinchilla": "paper"}`` for Hoffmann
         et al.'s full 4,500-point grid). Default: each fit's default grid.
+      e_min: a known lower bound of the irreducible loss E of L(N, D) (e.g. the label-noise entropy
+        of ``synthetic_digits``, :func:`vitjax.data.synthetic_digits.label_noise_floor`), used by the
+        Chinchilla fits, the hold-out refit included; the hold-out check then also reports the fit
+        without it (``chinchilla_e_free``). None: E > 0 only.
 
     Raises:
       ValueError: when no law can be fitted; the message lists the excluded runs and the per-law errors.
@@ -162,6 +168,8 @@ def analyze_records(records: Sequence[Mapping[str, Any]], out_dir: str, *, loss_
     if unknown:
         raise ValueError(f"init_grids: unknown laws {sorted(unknown)}; laws are {sorted(_MIN_POINTS)}")
     chin_kw = {"init_grid": grids["chinchilla"]} if grids.get("chinchilla") is not None else {}
+    if e_min is not None:
+        chin_kw["e_min"] = float(e_min)
 
     nd_rows = _best_per_nd(rows)
     N, D, L = _cols(nd_rows, "N", "D", "loss")
@@ -191,6 +199,15 @@ def analyze_records(records: Sequence[Mapping[str, Any]], out_dir: str, *, loss_
                 ho_doc["fits"]["chinchilla"]["params"] = f.params
             except ValueError as e:
                 errors["chinchilla_holdout"] = str(e)
+            if e_min is not None:      # the same refit without the bound, for comparison
+                try:
+                    f = fit_chinchilla(*_cols(train_rows, "N", "D", "loss"),
+                                       **{k: v for k, v in chin_kw.items() if k != "e_min"})
+                    ho_doc["fits"]["chinchilla_e_free"] = _predict(f, test_rows, lambda r: (r["N"], r["D"]))
+                    ho_doc["fits"]["chinchilla_e_free"]["params"] = f.params
+                    ho_doc["fits"]["chinchilla_e_free"]["note"] = "L(N, D) refitted without e_min"
+                except ValueError as e:
+                    errors["chinchilla_e_free_holdout"] = str(e)
             sub_errors: dict[str, str] = {}
             sub_fits: dict[str, Any] = {}
             _fit_compute_laws(train_rows, 0, seed, sub_errors, sub_fits, grids)
@@ -227,9 +244,11 @@ def analyze_records(records: Sequence[Mapping[str, Any]], out_dir: str, *, loss_
 
     os.makedirs(out_dir, exist_ok=True)
     md_path, json_path = os.path.join(out_dir, "report.md"), os.path.join(out_dir, "report.json")
-    table = [{k: r[k] for k in ("name", "N", "D", "C", "loss", "top1", "N_total", "C_6ND", "epochs")} for r in rows]
+    table = [{k: r[k] for k in ("name", "N", "D", "C", "loss", "loss_se", "top1", "N_total", "C_6ND", "epochs")}
+             for r in rows]
     doc = write_report(md_path, json_path, fits, table, title=title, flops_per_param_token=k_eff)
-    doc["settings"] = {"loss": loss_key, "N": n_key, "holdout": holdout, "n_boot": n_boot, "seed": seed}
+    doc["settings"] = {"loss": loss_key, "N": n_key, "holdout": holdout, "n_boot": n_boot, "seed": seed,
+                       "e_min": e_min}
     doc["excluded_runs"] = excluded
     doc["not_fitted"] = errors
     doc["compute_frontier"] = [r["name"] for r, m in sorted(zip(rows, front), key=lambda t: t[0]["C"]) if m]
@@ -294,8 +313,10 @@ def _predict(fit, rows, inputs) -> dict[str, Any]:
     pts = []
     for r in rows:
         pred = float(fit.predict(*inputs(r)))
+        se = r.get("loss_se", float("nan"))
         pts.append({"name": r["name"], "C": r["C"], "observed": r["loss"], "predicted": pred,
-                    "rel_error": (pred - r["loss"]) / r["loss"]})
+                    "rel_error": (pred - r["loss"]) / r["loss"], "observed_se": se,
+                    "error_in_se": (pred - r["loss"]) / se if se and math.isfinite(se) and se > 0 else None})
     errs = [abs(p["rel_error"]) for p in pts]
     return {"points": pts, "mean_abs_rel_error": float(np.mean(errs)) if errs else None,
             "max_abs_rel_error": float(np.max(errs)) if errs else None}
@@ -321,7 +342,9 @@ def _markdown_extra(doc) -> list[str]:
     md = ["## Sweep", ""]
     s = doc["settings"]
     md.append(f"L = `{s['loss']}` (eval cross-entropy), N = `{s['N']}`, D = images seen, C = training FLOPs "
-              f"from XLA's cost analysis; {s['n_boot']} bootstrap resamples per law.")
+              f"from XLA's cost analysis; {s['n_boot']} bootstrap resamples per law."
+              + (f" L(N, D) fitted with E >= {s['e_min']:.4g} (a known lower bound of the loss)."
+                 if s.get("e_min") is not None else ""))
     for k, v in doc["sweep"].items():
         md.append(f"- {k}: {v}")
     md.append("")
@@ -357,13 +380,17 @@ def _markdown_extra(doc) -> list[str]:
                f"Fitted without the {len(ho['held_out'])} largest-compute runs ({', '.join(ho['held_out'])}), "
                f"then asked to predict their loss. L(N, D) predicts every held-out run; the L(C) laws describe "
                f"the compute frontier, so they predict only the held-out runs that lie on it.", "",
-               "| law | run | C | observed | predicted | rel. error |", "|---|---|---|---|---|---|"]
+               "Observed ± one standard error of the eval loss over the test examples (where the sweep "
+               "measured it); the last column is the prediction error in those standard errors.", "",
+               "| law | run | C | observed | predicted | rel. error | error / SE |", "|---|---|---|---|---|---|---|"]
         for law, h in ho["fits"].items():
             for p in h["points"]:
-                md.append(f"| {law} | {p['name']} | {p['C']:.3g} | {p['observed']:.4f} | {p['predicted']:.4f} | "
-                          f"{100 * p['rel_error']:+.1f}% |")
+                se = p.get("observed_se")
+                obs = f"{p['observed']:.4f}" + (f" ± {se:.4f}" if se is not None and math.isfinite(se) else "")
+                md.append(f"| {law} | {p['name']} | {p['C']:.3g} | {obs} | {p['predicted']:.4f} | "
+                          f"{100 * p['rel_error']:+.1f}% | {_g(p.get('error_in_se'), '+.1f')} |")
             if not h["points"]:
-                md.append(f"| {law} | (no held-out run is on the compute frontier) | | | | |")
+                md.append(f"| {law} | (no held-out run is on the compute frontier) | | | | | |")
         md.append("")
         for law, h in ho["fits"].items():
             if h["points"]:
@@ -383,6 +410,8 @@ def analyze_sweep(sweep_dir: str, **kwargs) -> dict[str, Any]:
     meta = json.load(open(meta_path)) if os.path.isfile(meta_path) else {}
     opts = dict((meta.get("sweep_config") or {}).get("analysis") or {})
     opts.update({k: v for k, v in kwargs.items() if v is not None})
+    if opts.get("e_min") is not None and float(opts["e_min"]) <= 0:    # --e_min 0: no bound
+        opts["e_min"] = None
     records = read_records(sweep_dir)
     order = {r["name"]: i for i, r in enumerate(meta.get("runs") or [])}     # plan order, where known
     records.sort(key=lambda r: order.get(r.get("name"), len(order)))
@@ -411,4 +440,9 @@ def summary(doc: Mapping[str, Any]) -> str:
         if h["points"]:
             lines.append(f"hold-out {law}: mean |rel. error| {100 * h['mean_abs_rel_error']:.1f}%, "
                          f"max {100 * h['max_abs_rel_error']:.1f}% over {len(h['points'])} runs")
+            for p in h["points"]:
+                se = p.get("observed_se")
+                se_txt = f" +- {se:.4f}" if se is not None and math.isfinite(se) else ""
+                lines.append(f"  {p['name']}: observed {p['observed']:.4f}{se_txt}, predicted {p['predicted']:.4f} "
+                             f"({100 * p['rel_error']:+.1f}%)")
     return "\n".join(lines)

@@ -545,7 +545,7 @@ def fit_power_law(x, loss, *, huber_delta: float = 1e-3, init_grid=None,
 
 
 def fit_chinchilla(N, D, loss, *, huber_delta: float = 1e-3, init_grid=None,
-                   names: Sequence[str] | None = None) -> ChinchillaFit:
+                   names: Sequence[str] | None = None, e_min: float | None = None) -> ChinchillaFit:
     """Fit ``L(N, D) = E + A / N**alpha + B / D**beta`` (Hoffmann et al. 2022, Eq. 2, "Approach 3").
 
     As in the paper (App. D.2, Eq. 3) minimises over ``(a, b, e, alpha, beta)``::
@@ -567,13 +567,20 @@ def fit_chinchilla(N, D, loss, *, huber_delta: float = 1e-3, init_grid=None,
         a, b in {0,5,..,25}); a mapping name -> values; a list of points; or a previous
         :class:`ChinchillaFit` (warm start from its optimum -- what bootstrap refits use).
       names: optional run names, used in warnings and in ``excluded``.
+      e_min: a known lower bound of the irreducible loss, ``E >= e_min`` (an L-BFGS-B bound on
+        ``e = log E``); e.g. the entropy of the labels' noise. None: only ``E > 0``.
 
     Raises:
-      ValueError: fewer than 5 valid points.
+      ValueError: fewer than 5 valid points, or ``e_min`` not > 0.
     """
     data, excluded = _validate("fit_chinchilla", {"N": N, "D": D, "loss": loss}, 5,
                                ChinchillaFit._param_names, names)
     model = _ChinchillaModel(data["N"], data["D"])
+    if e_min is not None:
+        if not (np.isfinite(e_min) and e_min > 0):
+            raise ValueError(f"fit_chinchilla: e_min must be a positive number, got {e_min!r}")
+        model.bounds = list(model.bounds)
+        model.bounds[2] = (float(np.log(e_min)), None)
     starts = _starts(model, init_grid, CHINCHILLA_DEFAULT_GRID, ChinchillaFit, paper=CHINCHILLA_PAPER_GRID)
     th, f, ns = _multistart(model, np.log(data["loss"]), starts, huber_delta)
     return ChinchillaFit(**model.to_public(th), objective=f, n_points=data["N"].size, excluded=excluded,

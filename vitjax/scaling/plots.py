@@ -424,7 +424,7 @@ def write_report(path_md, path_json, fits: Mapping[str, Any], runs, holdout=None
                       f"{_fmt(h['max_abs_rel_error'])} |")
         md.append("")
     if n_runs:
-        cols = [c for c in ("name", "N", "D", "C", "loss") if c in t]
+        cols = [c for c in ("name", "N", "D", "C", "loss", "loss_se", "top1") if c in t]
         md += ["## Runs", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for row in doc["runs"]["table"]:
             md.append("| " + " | ".join(row[c] if c == "name" else _fmt(row[c]) for c in cols) + " |")

@@ -61,7 +61,7 @@ from vitjax import config as config_lib
 from vitjax.config import ConfigError
 
 __all__ = ["AXES", "EMBEDDING_PARAMS", "RunSpec", "load_sweep_config", "load_base_config", "plan",
-           "run_config", "count_params", "run_sweep", "read_records", "RECORD_FILE"]
+           "run_config", "count_params", "eval_loss_stats", "run_sweep", "read_records", "RECORD_FILE"]
 
 # Axis -> the config key it sets. "images", "epochs" and "steps" all set train.total_steps (the
 # Trainer's rule: epochs x (train examples // batch)); "mlp_ratio" sets model.mlp_dim = ratio * width.
@@ -339,6 +339,47 @@ def _process_count() -> int:
     return jax.process_count()
 
 
+def eval_loss_stats(trainer) -> dict[str, float] | None:
+    """The final eval loss with its sampling error, from one extra pass over the eval split that keeps
+    every example's cross-entropy: ``{"n", "mean", "std", "se", "rel_se"}`` with ``se = std / sqrt(n)``
+    (the standard error of the mean over test examples; it does not include run-to-run variation,
+    e.g. of the seed). ``mean`` equals the Trainer's ``eval/loss`` up to float rounding. None when it
+    does not apply: no eval split, an objective other than classification, no trained state (a
+    diverged run), or several processes (each would hold only its rows)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from vitjax import sharding as sh
+    from vitjax.data import eval_batches
+
+    state = getattr(trainer, "state", None)
+    if (state is None or trainer.eval_source is None or _process_count() != 1
+            or trainer.config.objective.get("name") != "classification"):
+        return None
+    model = trainer.model
+
+    def per_example(params, batch):
+        logits = model.apply({"params": params}, batch["image"], train=False).astype(jnp.float32)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+
+    fn = jax.jit(per_example)
+    inp = trainer.config.input
+    losses = []
+    with trainer._ctx():
+        for local in eval_batches(trainer.eval_source, inp.eval_ops, trainer.eval_batch_size,
+                                  num_threads=inp.get("num_threads", 2),
+                                  max_bad_fraction=inp.get("max_bad_fraction", 0.01)):
+            batch = sh.host_local_to_global(local, trainer.mesh, trainer.rules)
+            ce = np.asarray(jax.device_get(fn(state.params, batch)), np.float64)
+            losses.append(ce[np.asarray(local["mask"]).astype(bool)])
+    ce = np.concatenate(losses) if losses else np.zeros(0)
+    if ce.size < 2:
+        return None
+    mean, std = float(ce.mean()), float(ce.std(ddof=1))
+    se = std / math.sqrt(ce.size)
+    return {"n": int(ce.size), "mean": mean, "std": std, "se": se, "rel_se": se / mean if mean > 0 else None}
+
+
 def _latest_checkpoint(workdir: str) -> int | None:
     d = os.path.join(workdir, "checkpoints")
     steps = [int(s) for s in os.listdir(d) if s.isdigit()] if os.path.isdir(d) else []
@@ -369,6 +410,9 @@ def _train_one(cfg, spec: RunSpec, workdir: str, sha: str, devices) -> dict[str,
         gh, gw = model.grid
         tokens_per_image = int(gh * gw + getattr(model, "num_prefix_tokens", 0))
     flops = _flops_per_step(trainer)
+    t_se = time.time()
+    stats = eval_loss_stats(trainer) if status == "finished" else None
+    se_wall = time.time() - t_se
     D = steps * batch
     records = read_metrics(workdir) if os.path.isfile(os.path.join(workdir, "metrics.jsonl")) else []
     evals = _last_by_step(records, "eval/loss")
@@ -395,8 +439,10 @@ def _train_one(cfg, spec: RunSpec, workdir: str, sha: str, devices) -> dict[str,
         "loss": loss, "top1": top1,
         "best_loss": best["loss"] if best else None, "best_top1": max((p["top1"] or 0.0) for p in ok) if ok else None,
         "best_step": best["step"] if best else None,
+        "loss_se": stats["se"] if stats else None, "loss_std": stats["std"] if stats else None,
+        "eval_examples": stats["n"] if stats else None, "loss_se_pass_mean": stats["mean"] if stats else None,
         "curve": curve, "train_curve": train_curve,
-        "wall_s": wall, "compile_s": getattr(trainer, "compile_seconds", None),
+        "wall_s": wall, "se_pass_s": se_wall if stats else None, "compile_s": getattr(trainer, "compile_seconds", None),
         "resumed_from_step": resumed_from, "loadavg_1m": _loadavg(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -506,7 +552,8 @@ def run_sweep(sweep: ml_collections.ConfigDict, sweep_dir: str, *, devices=None,
         if record["status"] == "diverged":
             log(f"{tag}: DIVERGED, recorded and excluded from fits: {record['error'].split('. ')[0]}")
         else:
-            log(f"{tag}: eval loss {record['loss']:.4f}, top-1 {record['top1']:.4f}, N={record['N']:,}, "
+            se = f" +- {record['loss_se']:.4f}" if record.get("loss_se") is not None else ""
+            log(f"{tag}: eval loss {record['loss']:.4f}{se}, top-1 {record['top1']:.4f}, N={record['N']:,}, "
                 f"D={record['D']:,}, C={record['C'] or float('nan'):.3g} FLOPs, {record['wall_s']:.0f}s")
         _write_runs_jsonl(sweep_dir, specs)
     records = read_records(sweep_dir, specs)
