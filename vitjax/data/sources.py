@@ -7,6 +7,11 @@ dataset has labels, ``text`` (str) for image-text datasets, and ``file_name`` (s
 
 * ``digits``: scikit-learn's 1,797 handwritten 8x8 digits (shipped inside the scikit-learn wheel, so
   it needs no network), split once into 1,437 train / 360 test images, stratified, seed 0.
+* ``synthetic_digits``: procedurally drawn 16x16 digits (``vitjax/data/synthetic_digits.py``), any
+  number of distinct training images (``train[:N]``) and a 10,000-image test set from a disjoint
+  seed stream, 5% label noise: fresh data for scaling-law sweeps.
+* ``digit_captions``: the digits paired with generated captions (``vitjax/data/captions.py``), the
+  offline image-text data of the CLIP demo.
 * any other name: a dataset in TFDS's ArrayRecord format under ``data_dir``: one from the TFDS
   catalog (``tfds build NAME --data_dir DIR --file_format=array_record``, e.g. imagenet2012,
   cifar10) or one made by ``python -m vitjax.data convert ... --out DIR --name NAME``. Both are read
