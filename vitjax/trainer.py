@@ -144,7 +144,12 @@ class Trainer:
         rep = sh.replicated(self.mesh)
         opt_sh = optax.tree_map_params(self.tx, lambda _, s: s, abstract_opt, param_sh,
                                        transform_non_params=lambda _: rep)
-        self.state_sharding = TrainState(step=rep, params=param_sh, opt_state=opt_sh, extra={})
+        extra_sh, abstract_extra = {}, {}
+        if self.objective.stateful:
+            # The objective's own state (e.g. a teacher's weights), with its shardings.
+            with self._ctx():
+                abstract_extra, extra_sh = self.objective.abstract_state(self, abstract_params, param_sh)
+        self.state_sharding = TrainState(step=rep, params=param_sh, opt_state=opt_sh, extra=extra_sh)
 
         def init_fn(rng):
             params = nn.meta.unbox(self._init_variables(rng)["params"])
@@ -152,8 +157,8 @@ class Trainer:
                               opt_state=self.tx.init(params), extra={})
 
         with self._ctx():
-            self.abstract_state = jax.eval_shape(init_fn, rng)
-        self._init_jit = jax.jit(init_fn, out_shardings=self.state_sharding)
+            self.abstract_state = jax.eval_shape(init_fn, rng).replace(extra=abstract_extra)
+        self._init_jit = jax.jit(init_fn, out_shardings=self.state_sharding.replace(extra={}))
         self._init_rng = rng
         self.abstract_state = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -162,7 +167,11 @@ class Trainer:
 
     def init_state(self) -> TrainState:
         with self._ctx():
-            return self._init_jit(self._init_rng)
+            state = self._init_jit(self._init_rng)
+        if self.objective.stateful:
+            extra = self.objective.init_state(self, state.params)
+            state = state.replace(extra=jax.device_put(extra, self.state_sharding.extra))
+        return state
 
     def _load_init_params(self, params):
         """Overwrites freshly initialised params with pretrained ones (``config.init.path``): a
@@ -251,20 +260,28 @@ class Trainer:
                 for k, v in batch.items()}
 
     # ------------------------------------------------------------------------- steps
-    def _loss_and_grads(self, params, batch, rng):
-        """(loss, metrics, grads), averaged over ``train.micro_batch_size`` micro-batches when set.
+    def _loss_and_grads(self, params, batch, rng, extra=None):
+        """(loss, metrics, aux, grads), averaged over ``train.micro_batch_size`` micro-batches when set.
 
         Accumulation is a ``lax.scan`` inside the jitted step, so the global batch (and the update)
-        stays the same while activation memory shrinks by the number of micro-batches.
+        stays the same while activation memory shrinks by the number of micro-batches. ``extra`` is
+        the objective's own state (stateful objectives: a teacher, an EMA, a centre); ``aux`` is what
+        such an objective returns for its state update (averaged like the metrics).
         """
-        def loss_fn(p, b, r):
-            return self.objective.loss(self.model, p, b, r, train=True)
+        if self.objective.stateful:
+            def loss_fn(p, b, r):
+                loss, metrics, aux = self.objective.stateful_loss(self.model, p, extra, b, r, train=True)
+                return loss, (metrics, aux)
+        else:
+            def loss_fn(p, b, r):
+                loss, metrics = self.objective.loss(self.model, p, b, r, train=True)
+                return loss, (metrics, {})
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         n = self.num_micro
         if n == 1:
-            (loss, metrics), grads = grad_fn(params, batch, rng)
-            return loss, metrics, grads
+            (loss, (metrics, aux)), grads = grad_fn(params, batch, rng)
+            return loss, metrics, aux, grads
 
         def split(x):
             # Micro-batch i takes rows i, i+n, i+2n...: every device keeps an equal slice of each.
@@ -275,28 +292,31 @@ class Trainer:
 
         def body(carry, xs):
             b, i = xs
-            (l, m), g = grad_fn(params, b, jax.random.fold_in(rng, i))
-            return jax.tree.map(jnp.add, carry, (l, m, g)), None
+            (l, (m, a)), g = grad_fn(params, b, jax.random.fold_in(rng, i))
+            return jax.tree.map(jnp.add, carry, (l, m, a, g)), None
 
         first = jax.tree.map(lambda x: x[0], micro)
         shapes = jax.eval_shape(lambda: grad_fn(params, first, rng))
-        (l_s, m_s), g_s = shapes
-        zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.float32), (l_s, m_s, g_s))
-        (loss, metrics, grads), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(n)))
+        (l_s, (m_s, a_s)), g_s = shapes
+        zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.float32), (l_s, m_s, a_s, g_s))
+        (loss, metrics, aux, grads), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(n)))
         scale = lambda t: jax.tree.map(lambda x: x / n, t)  # noqa: E731
         grads = jax.tree.map(lambda g, p: (g / n).astype(p.dtype), grads, params)
-        return loss / n, scale(metrics), grads
+        return loss / n, scale(metrics), scale(aux), grads
 
     def _train_step(self, state: TrainState, batch):
         rng = jax.random.fold_in(jax.random.key(self.seed + 1, impl=self.prng_impl), state.step)
-        loss, metrics, grads = self._loss_and_grads(state.params, batch, rng)
+        loss, metrics, aux, grads = self._loss_and_grads(state.params, batch, rng, state.extra)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        extra = state.extra
+        if self.objective.stateful:
+            extra = self.objective.update_state(state.extra, params, aux, state.step)
         out = {f"train/{k}": v for k, v in metrics.items()}
         out.update({"train/grad_norm": grad_norm, "train/lr": self.lr_fn(state.step),
                     "train/finite": jnp.isfinite(loss) & jnp.isfinite(grad_norm)})
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), out
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state, extra=extra), out
 
     def compiled_train_step(self, batch):
         """The AOT-compiled step for global batches shaped like ``batch`` (compiled once)."""

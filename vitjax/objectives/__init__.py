@@ -3,3 +3,4 @@ from vitjax.objectives import classification  # noqa: F401  (registers "classifi
 from vitjax.objectives.base import Objective, create_objective, register_objective  # noqa: F401
 from vitjax.objectives import mae  # noqa: F401  (registers "mae")
 from vitjax.objectives import clip  # noqa: F401  (registers "clip")
+from vitjax.objectives import distillation  # noqa: F401  (registers "distillation")

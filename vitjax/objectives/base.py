@@ -58,6 +58,32 @@ class Objective(abc.ABC):
         """Returns {name: (sum over the batch's real examples, count)}; the loop divides at the end."""
         raise NotImplementedError
 
+    # ----------------------------------------------------------- objectives with a state of their own
+    #: True for objectives that keep state in ``TrainState.extra`` (a teacher, an EMA of the weights,
+    #: a centre): the trainer then calls ``abstract_state``/``init_state`` at start-up,
+    #: ``stateful_loss`` instead of ``loss`` and ``update_state`` after each optimizer step. The
+    #: state is sharded as ``abstract_state`` says and checkpointed with the rest.
+    stateful: bool = False
+
+    def abstract_state(self, trainer, abstract_params, param_shardings) -> tuple[Any, Any]:
+        """(shapes/dtypes of the state, its shardings). Called under the mesh + rules context."""
+        raise NotImplementedError
+
+    def init_state(self, trainer, params) -> Any:
+        """The state's initial value (host or device arrays); ``params`` are the freshly
+        initialised (or pretrained) model parameters."""
+        raise NotImplementedError
+
+    def stateful_loss(self, model, params, state, batch, rng, *, train: bool):
+        """(scalar loss, metrics, aux): ``aux`` (a pytree of arrays, e.g. a batch mean of teacher
+        outputs) goes to ``update_state``."""
+        raise NotImplementedError
+
+    def update_state(self, state, params, aux, step) -> Any:
+        """The state after an optimizer step (inside the jitted step). Default: unchanged."""
+        del params, aux, step
+        return state
+
     def check_model(self, model) -> None:
         """Start-up checks of the model against the objective's settings (raise ValueError with a
         message naming both sides); the trainer reports them as config errors. Default: none."""
