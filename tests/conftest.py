@@ -43,6 +43,17 @@ def make_tiny_config(**overrides):
     return c
 
 
+@pytest.fixture(scope="module")
+def fast_compiles():
+    """Skips most of XLA's CPU optimisation passes for one test module (they dominate the compile
+    time of tiny programs compiled once each), then restores the setting for the rest of the session.
+    Use with ``pytestmark = pytest.mark.usefixtures("fast_compiles")``."""
+    old = bool(jax.config.values.get("jax_disable_most_optimizations", False))
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", old)
+
+
 @pytest.fixture
 def tiny_config():
     return make_tiny_config

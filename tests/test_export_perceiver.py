@@ -31,14 +31,8 @@ TINY = dict(num_classes=5, image_size=8, in_channels=3, num_latents=16, latent_d
             cross_widening_factor=2, self_widening_factor=2, num_bands=64, max_resolution=224)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiles():
-    """XLA's CPU optimisation passes dominate these tests' time (tiny programs, compiled once each):
-    skip them here, then restore the setting for the rest of the session."""
-    old = bool(jax.config.values.get("jax_disable_most_optimizations", False))
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+# XLA's CPU optimisation passes dominate these tiny programs' compile time (conftest.py).
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 def _model():

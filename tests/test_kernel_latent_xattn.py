@@ -20,14 +20,8 @@ FP32_TOL = 1e-5
 BF16_TOL = 2e-2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiles():
-    """XLA's CPU optimisation passes dominate these tests' time (tiny programs, compiled once each):
-    skip them here, then restore the setting for the rest of the session."""
-    old = bool(jax.config.values.get("jax_disable_most_optimizations", False))
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+# XLA's CPU optimisation passes dominate these tiny programs' compile time (conftest.py).
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 def _inputs(b, h, m, n, d, dv=None, dtype=jnp.float32, seed=0, mask_frac=None):

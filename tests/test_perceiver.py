@@ -17,14 +17,8 @@ TINY = dict(num_classes=10, image_size=8, in_channels=1, num_latents=16, latent_
             cross_v_channels=16, num_bands=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiles():
-    """XLA's CPU optimisation passes dominate these tests' time (tiny programs, compiled once each):
-    skip them here, then restore the setting for the rest of the session."""
-    old = bool(jax.config.values.get("jax_disable_most_optimizations", False))
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+# XLA's CPU optimisation passes dominate these tiny programs' compile time (conftest.py).
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 def _init(model, x, seed=0):

@@ -104,6 +104,11 @@ class Checkpointer:
         self.manager.close()
 
 
+def is_workdir(path: str) -> bool:
+    """True for the --workdir of a vitjax run (its config.json and checkpoints/ folder)."""
+    return os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(os.path.join(path, "checkpoints"))
+
+
 def load_workdir(workdir: str, step: int | None = None):
     """``(config, model, params)`` from ``workdir``: its config.json and its latest (or given)
     checkpoint, with params as host-local arrays on the first device."""

@@ -51,18 +51,25 @@ def layer_decay_scales(params: Any, decay: float) -> Any:
         lambda p, _: float(decay) ** (num_layers + 1 - layer_id(p, num_layers)), params)
 
 
-def scale_by_layer_decay(decay: float) -> optax.GradientTransformation:
-    """Multiplies each parameter's update by its layer-decay scale; applied after the optimizer, it
-    scales that parameter's learning rate (weight decay included), as the MAE/BEiT param groups do."""
+def scale_per_param(factors) -> optax.GradientTransformation:
+    """Multiplies each parameter's update by a fixed factor: ``factors`` is a tree shaped like the
+    params, or a function of the updates' tree returning one. Applied after the optimizer it scales
+    that parameter's learning rate, weight decay included (MAE/BEiT's per-layer param groups; a
+    factor 0 freezes the parameter, as LiT's locked tower)."""
     def init(params):
         del params
         return optax.EmptyState()
 
     def update(updates, state, params=None):
-        scales = layer_decay_scales(updates, decay)
-        return jax.tree.map(lambda u, s: u * s, updates, scales), state
+        f = factors(updates) if callable(factors) else factors
+        return jax.tree.map(lambda u, s: u if s == 1.0 else u * s, updates, f), state
 
     return optax.GradientTransformation(init, update)
+
+
+def scale_by_layer_decay(decay: float) -> optax.GradientTransformation:
+    """Layer-wise learning-rate decay: each update times its ``layer_decay_scales`` factor."""
+    return scale_per_param(lambda updates: layer_decay_scales(updates, decay))
 
 
 def schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:

@@ -30,13 +30,13 @@ from flax import linen as nn
 
 from vitjax import config as config_lib
 from vitjax import sharding as sh
-from vitjax.checkpoint import Checkpointer
+from vitjax.checkpoint import Checkpointer, is_workdir
 from vitjax.data import eval_batches, get_source, train_iterator
 from vitjax.data.sources import get_eval_source
 from vitjax.flops import compiled_flops, device_peak_flops
 from vitjax.metrics import MetricWriter
 from vitjax.objectives import create_objective
-from vitjax.optim import make_optimizer
+from vitjax.optim import make_optimizer, scale_per_param
 from vitjax.registry import create_model
 
 log = logging.getLogger("vitjax")
@@ -139,7 +139,7 @@ class Trainer:
             # optax.multi_transform would drop them but its masked state has no per-parameter
             # sharding tree for tree_map_params to follow.)
             keep = jax.tree.map(lambda f: 0.0 if f else 1.0, self.objective.frozen(abstract_params))
-            self.tx = optax.chain(self._base_tx, _scale_updates(keep))
+            self.tx = optax.chain(self._base_tx, scale_per_param(keep))
         abstract_opt = jax.eval_shape(self.tx.init, abstract_params)
         rep = sh.replicated(self.mesh)
         opt_sh = optax.tree_map_params(self.tx, lambda _, s: s, abstract_opt, param_sh,
@@ -184,15 +184,13 @@ class Trainer:
             return self._load_init_subtree(params, path, self.config.init.target)
         encoder_only = bool(self.config.init.get("encoder_only", False))
         target_is_mae = "decoder_pred" in params
-        if os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(os.path.join(path, "checkpoints")):
+        if is_workdir(path):
             from vitjax.checkpoint import load_workdir
             raw = dict(jax.device_get(load_workdir(path)[2]))
             loaded = _encoder_init(raw, params, encoder_only, path)
             if target_is_mae and "decoder_pred" not in raw:
-                merged = dict(jax.device_get(params))
-                merged["encoder"] = dict(merged["encoder"], **loaded["encoder"])
-                log.info("initialised the MAE encoder from %s", path)
-                return jax.device_put(merged, self.state_sharding.params)
+                log.info("initialising the MAE encoder from %s", path)
+                return self._put_subtree(params, "encoder", loaded["encoder"])
             if drop_head:
                 loaded = {k: v for k, v in loaded.items() if not k.startswith("head")}
             pos = loaded.get("pos_embedding")
@@ -209,10 +207,8 @@ class Trainer:
                 raise ValueError(f"config.init.path={path!r} is a PyTorch ViT, which has no MAE decoder; set "
                                  f"config.init.encoder_only=True to start the MAE encoder from it")
             from vitjax.export.mae import encoder_model
-            enc = import_pretrained(path, encoder_model(self.model), drop_head=True)
-            merged = dict(jax.device_get(params))
-            merged["encoder"] = dict(merged["encoder"], **enc)
-            return jax.device_put(merged, self.state_sharding.params)
+            return self._put_subtree(params, "encoder", import_pretrained(path, encoder_model(self.model),
+                                                                          drop_head=True))
         else:
             loaded = _import_torch_weights(path, self.model, drop_head)
         from vitjax.checkpoint import first_mismatch
@@ -233,9 +229,8 @@ class Trainer:
         if target != "img" or not hasattr(self.model, "image_tower_module"):
             raise ValueError(f"config.init.target={target!r}: only 'img' (a CLIP's image tower) is supported")
         tower = self.model.image_tower_module()
-        merged = dict(jax.device_get(params))
-        current = dict(merged["img"])
-        if os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(os.path.join(path, "checkpoints")):
+        current = dict(jax.device_get(params["img"]))
+        if is_workdir(path):
             from vitjax.checkpoint import load_workdir
             raw = dict(jax.device_get(load_workdir(path)[2]))
             if "decoder_pred" in raw:          # an MAE: its encoder is a ViT
@@ -251,8 +246,13 @@ class Trainer:
         if missing:
             raise ValueError(f"config.init.path={path!r} lacks image-tower parameters {missing}; build the CLIP "
                              f"with model.vision_pre_norm=False (and the ViT's pooling) to match a plain ViT")
-        merged["img"] = dict(current, **loaded)
-        log.info("initialised the image tower from %s", path)
+        log.info("initialising the image tower from %s", path)
+        return self._put_subtree(params, "img", loaded)
+
+    def _put_subtree(self, params, key: str, loaded: dict):
+        """``params`` with the groups of ``loaded`` replacing those under ``params[key]``, sharded."""
+        merged = dict(jax.device_get(params))
+        merged[key] = dict(merged[key], **loaded)
         return jax.device_put(merged, self.state_sharding.params)
 
     def batch_sharding(self, batch: dict) -> dict:
@@ -334,21 +334,32 @@ class Trainer:
             self.flops_per_device = compiled_flops(self._compiled["train"])
         return self._compiled["train"]
 
-    def compiled_eval_step(self, batch):
-        key = ("eval",) + tuple(sorted((k, v.shape) for k, v in batch.items()))
+    def compiled_batch_fn(self, name: str, fn, batch):
+        """``fn(params, batch)`` AOT-compiled for global batches shaped like ``batch``: params sharded
+        as the train state, batch along ``act_batch``, outputs replicated. Cached by name and shapes."""
+        key = (name,) + tuple(sorted((k, v.shape) for k, v in batch.items()))
         if key not in self._compiled:
             bs = self.batch_sharding(batch)
-
-            def step(params, b):
-                return self.objective.eval_metrics(self.model, params, b)
-
-            jitted = jax.jit(step, in_shardings=(self.state_sharding.params, bs),
+            jitted = jax.jit(fn, in_shardings=(self.state_sharding.params, bs),
                              out_shardings=sh.replicated(self.mesh))
             with self._ctx():
                 self._compiled[key] = jitted.lower(
                     self.abstract_state.params,
                     {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bs[k]) for k, v in batch.items()}).compile()
         return self._compiled[key]
+
+    def compiled_eval_step(self, batch):
+        return self.compiled_batch_fn(
+            "eval", lambda params, b: self.objective.eval_metrics(self.model, params, b), batch)
+
+    def _eval_batches(self, source, ops, batch_size: int):
+        """One ordered, padded pass over ``source`` (this process's rows of each global batch), as
+        global arrays."""
+        inp = self.config.input
+        for local in eval_batches(source, ops, batch_size, process_index=jax.process_index(),
+                                  process_count=jax.process_count(), num_threads=inp.get("num_threads", 2),
+                                  max_bad_fraction=inp.get("max_bad_fraction", 0.01)):
+            yield sh.host_local_to_global(local, self.mesh, self.rules)
 
     # ----------------------------------------------------------------------- dry run
     def dry_run(self) -> dict[str, Any]:
@@ -395,32 +406,17 @@ class Trainer:
         order, the same on every process)."""
         if max_examples is not None and max_examples < len(source):
             source = _Prefix(source, max_examples)
+        def step(p, b):
+            r = dict(fn(p, b))
+            r["mask"] = b["mask"]
+            if "label" in b:
+                r.setdefault("label", b["label"])
+            return r
+
         out: dict[str, list] = {}
-        bs = batch_size or self.eval_batch_size
-        for local in eval_batches(source, self.config.input.eval_ops if ops is None else ops, bs,
-                                  process_index=jax.process_index(), process_count=jax.process_count(),
-                                  num_threads=self.config.input.get("num_threads", 2),
-                                  max_bad_fraction=self.config.input.get("max_bad_fraction", 0.01)):
-            batch = sh.host_local_to_global(local, self.mesh, self.rules)
-            key = ("map", name) + tuple(sorted((k, v.shape) for k, v in batch.items()))
-            if key not in self._compiled:
-                bsh = self.batch_sharding(batch)
-
-                def step(p, b):
-                    r = dict(fn(p, b))
-                    r["mask"] = b["mask"]
-                    if "label" in b:
-                        r.setdefault("label", b["label"])
-                    return r
-
-                jitted = jax.jit(step, in_shardings=(self.state_sharding.params, bsh),
-                                 out_shardings=sh.replicated(self.mesh))
-                with self._ctx():
-                    self._compiled[key] = jitted.lower(
-                        self.abstract_state.params,
-                        {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bsh[k]) for k, v in batch.items()}
-                    ).compile()
-            res = jax.device_get(self._compiled[key](params, batch))
+        ops = self.config.input.eval_ops if ops is None else ops
+        for batch in self._eval_batches(source, ops, batch_size or self.eval_batch_size):
+            res = jax.device_get(self.compiled_batch_fn(f"map:{name}", step, batch)(params, batch))
             keep = np.asarray(res.pop("mask"), bool)
             for k, v in res.items():
                 out.setdefault(k, []).append(np.asarray(v)[keep])
@@ -438,11 +434,7 @@ class Trainer:
 
     def _eval_metrics(self, params) -> dict[str, float]:
         sums: dict[str, list[float]] = {}
-        for local in eval_batches(self.eval_source, self.config.input.eval_ops, self.eval_batch_size,
-                                  process_index=jax.process_index(), process_count=jax.process_count(),
-                                  num_threads=self.config.input.get("num_threads", 2),
-                                  max_bad_fraction=self.config.input.get("max_bad_fraction", 0.01)):
-            batch = sh.host_local_to_global(local, self.mesh, self.rules)
+        for batch in self._eval_batches(self.eval_source, self.config.input.eval_ops, self.eval_batch_size):
             out = jax.device_get(self.compiled_eval_step(batch)(params, batch))
             for k, (s, c) in out.items():
                 acc = sums.setdefault(k, [0.0, 0.0])
@@ -613,18 +605,6 @@ def format_dry_run(r: dict[str, Any]) -> str:
         lines.append(f"FLOPs per device per step (XLA): {r['flops_per_device'] / 1e12:.3f} TFLOP")
     lines.append("collectives per step: " + ", ".join(f"{k} {v}" for k, v in r["collectives"].items()))
     return "\n".join(lines)
-
-
-def _scale_updates(factors: Any) -> optax.GradientTransformation:
-    """Multiplies each parameter's update by a fixed per-parameter factor (0 freezes it)."""
-    def init(params):
-        del params
-        return optax.EmptyState()
-
-    def update(updates, state, params=None):
-        return jax.tree.map(lambda u, f: u * f if f != 1.0 else u, updates, factors), state
-
-    return optax.GradientTransformation(init, update)
 
 
 def _import_torch_weights(path: str, model, drop_head: bool) -> dict:

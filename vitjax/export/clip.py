@@ -159,9 +159,8 @@ def _vision_pos(flat, model) -> np.ndarray:
     if model.vision_posemb == "learned":
         pos = np.array(flat["img/pos_embedding"][0], np.float32)
     else:
-        from vitjax.models.posemb import sincos_2d
-        pos = np.concatenate([np.zeros((1, model.vision_width), np.float32),
-                              np.asarray(sincos_2d(model.vision_width, *model.grid), np.float32)], 0)
+        from vitjax.models.posemb import sincos_2d_with_prefix
+        pos = sincos_2d_with_prefix(model.vision_width, *model.grid, 1)
     pos[1:] += flat["img/patch_embed/bias"]
     return pos
 

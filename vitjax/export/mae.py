@@ -18,7 +18,6 @@ import numpy as np
 
 from vitjax.export import vit as vx
 from vitjax.models.mae import MAE
-from vitjax.models.posemb import sincos_2d
 from vitjax.models.vit import ViT
 
 
@@ -35,19 +34,13 @@ def encoder_params(params) -> dict:
     return p["encoder"]
 
 
-def _decoder_pos(model: MAE) -> np.ndarray:
-    g = model.image_size // model.patch_size
-    t = np.concatenate([np.zeros((1, model.decoder_width), np.float32), sincos_2d(model.decoder_width, g, g)])
-    return t[None]
-
-
 def to_hf(params, model: MAE) -> dict[str, np.ndarray]:
     """vitjax MAE params -> ``ViTMAEForPreTraining`` state dict with on-disk names."""
     out = vx.to_hf(encoder_params(params), encoder_model(model))          # vit.* (no head)
     f = vx._flat_params(params)
     Dd = model.decoder_width
     out["decoder.mask_token"] = vx._need(f, "mask_token")
-    out["decoder.decoder_pos_embed"] = _decoder_pos(model)
+    out["decoder.decoder_pos_embed"] = model.decoder_pos_table()[None]
     out["decoder.decoder_embed.weight"] = vx._need(f, "decoder_embed/kernel").T
     out["decoder.decoder_embed.bias"] = f["decoder_embed/bias"]
     for i in range(model.decoder_depth):
@@ -105,7 +98,7 @@ def from_hf(state_dict, model: MAE) -> dict:
         if tuple(dec[k].shape) != tuple(shape):
             raise ValueError(f"'{k}' has shape {tuple(dec[k].shape)} in the checkpoint but {tuple(shape)} "
                              f"in this MAE (decoder_width={Dd}, decoder_depth={model.decoder_depth})")
-    diff = float(np.abs(np.asarray(dec["decoder.decoder_pos_embed"], np.float32) - _decoder_pos(model)).max())
+    diff = float(np.abs(np.asarray(dec["decoder.decoder_pos_embed"], np.float32) - model.decoder_pos_table()[None]).max())
     if diff > 1e-4:
         raise ValueError(f"'decoder.decoder_pos_embed' is not MAE's fixed 2-D sin-cos table (max abs difference "
                          f"{diff:.3g}); vitjax's MAE decoder adds that table and has no learned one. (A freshly "

@@ -170,10 +170,8 @@ def _posemb_value(flat: Mapping[str, np.ndarray], model) -> np.ndarray:
     (zero rows for the prefix tokens), written out so torch models built with learned tables match."""
     if model.posemb == "learned":
         return _need(flat, "pos_embedding")
-    from vitjax.models.posemb import sincos_2d
-    table = sincos_2d(model.width, *model.grid)
-    table = np.concatenate([np.zeros((model.num_prefix_tokens, model.width), np.float32), table], 0)
-    return table[None].astype(np.float32)
+    from vitjax.models.posemb import sincos_2d_with_prefix
+    return sincos_2d_with_prefix(model.width, *model.grid, model.num_prefix_tokens)[None]
 
 
 def _c(x) -> np.ndarray:

@@ -20,9 +20,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
-from vitjax.models.posemb import sincos_2d
+from vitjax.models.posemb import sincos_2d_with_prefix
 from vitjax.models.transformer import ACT_TOKENS, Encoder, LayerNorm, _p
 from vitjax.models.vit import ViT, decode_variant
 from vitjax.registry import build_module, register_model
@@ -70,10 +71,19 @@ def pixel_targets(images: jax.Array, patch: int, norm_pix: bool) -> jax.Array:
     return t
 
 
+def patch_mse(pred: jax.Array, target: jax.Array) -> jax.Array:
+    """[B, L]: mean squared error of each patch's prediction."""
+    return jnp.mean(jnp.square(pred.astype(jnp.float32) - target), axis=-1)
+
+
+def masked_mean(per_patch: jax.Array, weights: jax.Array, axis=None) -> jax.Array:
+    """Mean of ``per_patch`` over the patches where ``weights`` is 1 (over ``axis``; all by default)."""
+    return jnp.sum(per_patch * weights, axis=axis) / jnp.maximum(jnp.sum(weights, axis=axis), 1.0)
+
+
 def mae_loss(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
     """Mean squared error per patch, averaged over the removed patches only."""
-    per_patch = jnp.mean(jnp.square(pred.astype(jnp.float32) - target), axis=-1)
-    return jnp.sum(per_patch * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    return masked_mean(patch_mse(pred, target), mask)
 
 
 class MAE(nn.Module):
@@ -160,6 +170,11 @@ class MAE(nn.Module):
             kernel_init=_p(nn.initializers.xavier_uniform(), (None, None)),
             bias_init=_p(nn.initializers.zeros, (None,)), **kw)
 
+    def decoder_pos_table(self) -> np.ndarray:
+        """[1 + L, decoder_width]: the decoder's fixed sin-cos table, zero for the class token."""
+        g = self.image_size // self.patch_size
+        return sincos_2d_with_prefix(self.decoder_width, g, g, 1)
+
     def decode(self, latent: jax.Array, ids_restore: jax.Array, *, train: bool = False) -> jax.Array:
         """latent [B, 1 + K, D] (class token first) -> pixel predictions [B, L, p*p*C]."""
         x = self.decoder_embed(latent)
@@ -168,9 +183,7 @@ class MAE(nn.Module):
         body = jnp.concatenate([x[:, 1:], fill], axis=1)
         body = jnp.take_along_axis(body, ids_restore[:, :, None], axis=1)      # unshuffle
         x = jnp.concatenate([x[:, :1], body], axis=1)
-        g = self.image_size // self.patch_size
-        pos = jnp.concatenate([jnp.zeros((1, self.decoder_width)), sincos_2d(self.decoder_width, g, g)], 0)
-        x = nn.with_logical_constraint(x + pos[None].astype(x.dtype), ACT_TOKENS)
+        x = nn.with_logical_constraint(x + self.decoder_pos_table()[None].astype(x.dtype), ACT_TOKENS)
         x = self.decoder_norm(self.decoder(x, train))
         return self.decoder_pred(x)[:, 1:]
 
@@ -198,8 +211,7 @@ class MAE(nn.Module):
         keep_px = jnp.repeat(jnp.repeat((1 - mask).reshape(-1, g, g), p, 1), p, 2)[..., None]
         latent = self.encoder(images * keep_px.astype(images.dtype), output="tokens", train=True)
         x = self.decoder_embed(latent)
-        pos = jnp.concatenate([jnp.zeros((1, self.decoder_width)), sincos_2d(self.decoder_width, g, g)], 0)
-        x = self.decoder_norm(self.decoder(x + pos[None].astype(x.dtype), True))
+        x = self.decoder_norm(self.decoder(x + self.decoder_pos_table()[None].astype(x.dtype), True))
         return {"pred": self.decoder_pred(x)[:, 1:], "mask": mask}
 
     def features(self, images: jax.Array, pool: str = "cls") -> jax.Array:

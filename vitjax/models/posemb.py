@@ -30,6 +30,12 @@ def sincos_2d(dim: int, grid_h: int, grid_w: int) -> np.ndarray:
     return np.concatenate([emb_w, emb_h], axis=1).astype(np.float32)
 
 
+def sincos_2d_with_prefix(dim: int, grid_h: int, grid_w: int, num_prefix: int) -> np.ndarray:
+    """[num_prefix + grid_h * grid_w, dim]: ``sincos_2d`` after zero rows for the prefix tokens
+    (class / distillation), the fixed table of MAE's encoder and decoder and of sin-cos ViTs."""
+    return np.concatenate([np.zeros((num_prefix, dim), np.float32), sincos_2d(dim, grid_h, grid_w)], axis=0)
+
+
 def resize_posemb(posemb: jax.Array | np.ndarray, num_prefix: int, old_grid: tuple[int, int],
                   new_grid: tuple[int, int]) -> np.ndarray:
     """Resizes a learned table ``[1, num_prefix + gh*gw, D]`` to a new patch grid (bilinear).

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from vitjax.models.transformer import DropPath, Einsum, LayerNorm, _p, activation_fn, dense_init
+from vitjax.models.transformer import DropPath, classifier_head, Einsum, LayerNorm, _p, activation_fn, dense_init
 from vitjax.registry import build_module, register_model
 
 # name: (embed_dims, depths, num_heads, mlp_ratios). Wang et al. 2022 (PVT v2), Table 1 and timm
@@ -271,10 +271,7 @@ class PVT(nn.Module):
         if self.num_classes == 0:
             return feats
         feats = nn.Dropout(self.dropout)(feats, deterministic=not train)
-        init = nn.initializers.zeros if self.head_zero_init else nn.initializers.truncated_normal(0.02)
-        y = nn.Dense(self.num_classes, kernel_init=_p(init, ("embed", "classes")),
-                     bias_init=_p(nn.initializers.zeros, ("classes",)), name="head", **kw)(feats)
-        return nn.with_logical_constraint(y, ("act_batch", "act_classes"))
+        return classifier_head(feats, self.num_classes, self.head_zero_init, **kw)
 
 
 

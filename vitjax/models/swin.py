@@ -32,7 +32,7 @@ import numpy as np
 from flax import linen as nn
 
 from vitjax.kernels.window_attention import window_attention, window_shift_mask
-from vitjax.models.transformer import DropPath, Einsum, LayerNorm, MlpBlock, _p, dense_init, remat_block
+from vitjax.models.transformer import DropPath, classifier_head, Einsum, LayerNorm, MlpBlock, _p, dense_init, remat_block
 from vitjax.registry import build_module, register_model
 
 # name: (embed_dim, depths, num_heads). Liu et al. 2021, sec. 3.3 ("Architecture Variants");
@@ -350,10 +350,7 @@ class Swin(nn.Module):
         if self.num_classes == 0:
             return feats
         feats = nn.Dropout(self.dropout)(feats, deterministic=not train)
-        init = nn.initializers.zeros if self.head_zero_init else nn.initializers.truncated_normal(0.02)
-        y = nn.Dense(self.num_classes, kernel_init=_p(init, ("embed", "classes")),
-                     bias_init=_p(nn.initializers.zeros, ("classes",)), name="head", **kw)(feats)
-        return nn.with_logical_constraint(y, ("act_batch", "act_classes"))
+        return classifier_head(feats, self.num_classes, self.head_zero_init, **kw)
 
 
 

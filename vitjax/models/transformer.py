@@ -34,6 +34,15 @@ def dense_init(scale: str = "xavier"):
     return nn.initializers.xavier_uniform() if scale == "xavier" else nn.initializers.lecun_normal()
 
 
+def classifier_head(feats, num_classes: int, zero_init: bool, dtype, param_dtype, name: str = "head"):
+    """Linear classifier [B, D] -> logits [B, num_classes], zero-initialised by default (starts at
+    uniform predictions); called from a parent module's compact method, which owns the parameters."""
+    init = nn.initializers.zeros if zero_init else nn.initializers.truncated_normal(0.02)
+    y = nn.Dense(num_classes, dtype=dtype, param_dtype=param_dtype, kernel_init=_p(init, ("embed", "classes")),
+                 bias_init=_p(nn.initializers.zeros, ("classes",)), name=name)(feats)
+    return nn.with_logical_constraint(y, ("act_batch", "act_classes"))
+
+
 class LayerNorm(nn.Module):
     """LayerNorm (statistics in float32) whose scale/bias carry the logical name ``norm``.
 

@@ -12,8 +12,8 @@ from typing import Any
 import jax.numpy as jnp
 from flax import linen as nn
 
-from vitjax.models.posemb import sincos_2d
-from vitjax.models.transformer import ACT_TOKENS, Encoder, LayerNorm, _p
+from vitjax.models.posemb import sincos_2d_with_prefix
+from vitjax.models.transformer import ACT_TOKENS, Encoder, LayerNorm, _p, classifier_head
 from vitjax.registry import build_module, register_model
 
 # name: (width, depth, heads, mlp_dim).
@@ -132,9 +132,7 @@ class ViT(nn.Module):
             pos = self.param("pos_embedding", _p(nn.initializers.normal(0.02), (None, "posemb_len", "embed")),
                              (1, n_pos, self.width), self.param_dtype)
         else:
-            table = sincos_2d(self.width, *self.grid)
-            table = jnp.concatenate([jnp.zeros((self.num_prefix_tokens, self.width)), table], axis=0)
-            pos = table[None]
+            pos = sincos_2d_with_prefix(self.width, *self.grid, self.num_prefix_tokens)[None]
         x = x + pos.astype(x.dtype)
         x = nn.Dropout(self.dropout)(x, deterministic=not train)
         return nn.with_logical_constraint(x, ACT_TOKENS)
@@ -158,11 +156,7 @@ class ViT(nn.Module):
         return x[:, :2] if self.distilled else x[:, 0]
 
     def head(self, feats, name="head"):
-        init = nn.initializers.zeros if self.head_zero_init else nn.initializers.truncated_normal(0.02)
-        y = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
-                     kernel_init=_p(init, ("embed", "classes")),
-                     bias_init=_p(nn.initializers.zeros, ("classes",)), name=name)(feats)
-        return nn.with_logical_constraint(y, ("act_batch", "act_classes"))
+        return classifier_head(feats, self.num_classes, self.head_zero_init, self.dtype, self.param_dtype, name)
 
     @nn.compact
     def __call__(self, images, *, train: bool = False, return_heads: bool = False, keep=None,

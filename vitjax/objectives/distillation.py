@@ -25,8 +25,8 @@ def _load_teacher(path: str, teacher_model: dict | None):
     """(model, params) of the teacher: a vitjax workdir (its own config), or PyTorch ViT weights
     with ``teacher_model`` giving the architecture (``create_model`` kwargs, e.g. name/variant)."""
     from vitjax.registry import create_model
-    if os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(os.path.join(path, "checkpoints")):
-        from vitjax.checkpoint import load_workdir
+    from vitjax.checkpoint import is_workdir, load_workdir
+    if is_workdir(path):
         _, model, params = load_workdir(path)
         return model, jax.device_get(params)
     if not os.path.exists(path):

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from vitjax.evals.representation import representation_evals
-from vitjax.models.mae import MAE, pixel_targets
+from vitjax.models.mae import MAE, masked_mean, patch_mse, pixel_targets
 from vitjax.objectives.base import Objective, masked_sum, register_objective
 
 log = logging.getLogger("vitjax")
@@ -65,20 +65,16 @@ class MaskedAutoencoder(Objective):
         r_mask, r_drop = jax.random.split(rng)
         out = model.apply({"params": params}, batch["image"], train=train,
                           rngs={"masking": r_mask, "dropout": r_drop})
-        target = pixel_targets(batch["image"], model.patch_size, model.norm_pix_loss)
-        per_patch = jnp.mean(jnp.square(out["pred"].astype(jnp.float32) - target), axis=-1)
-        mask = out["mask"]
-        loss = jnp.sum(per_patch * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-        visible = jnp.sum(per_patch * (1 - mask)) / jnp.maximum(jnp.sum(1 - mask), 1.0)
-        return loss, {"loss": loss, "visible_mse": visible}
+        per_patch = patch_mse(out["pred"], pixel_targets(batch["image"], model.patch_size, model.norm_pix_loss))
+        loss = masked_mean(per_patch, out["mask"])
+        return loss, {"loss": loss, "visible_mse": masked_mean(per_patch, 1 - out["mask"])}
 
     def eval_metrics(self, model, params, batch):
         images = batch["image"]
         noise = jax.random.uniform(jax.random.key(0), (images.shape[0], model.num_patches))
         out = model.apply({"params": params}, images, train=False, noise=noise)
-        target = pixel_targets(images, model.patch_size, model.norm_pix_loss)
-        per_patch = jnp.mean(jnp.square(out["pred"].astype(jnp.float32) - target), axis=-1)
-        per_image = jnp.sum(per_patch * out["mask"], 1) / jnp.maximum(jnp.sum(out["mask"], 1), 1.0)
+        per_patch = patch_mse(out["pred"], pixel_targets(images, model.patch_size, model.norm_pix_loss))
+        per_image = masked_mean(per_patch, out["mask"], axis=1)
         return {"loss": masked_sum(per_image, batch["mask"])}
 
     def features(self, trainer, params, source):

@@ -345,12 +345,9 @@ def eval_loss_stats(trainer) -> dict[str, float] | None:
     (the standard error of the mean over test examples; it does not include run-to-run variation,
     e.g. of the seed). ``mean`` equals the Trainer's ``eval/loss`` up to float rounding. None when it
     does not apply: no eval split, an objective other than classification, no trained state (a
-    diverged run), or several processes (each would hold only its rows)."""
-    import jax
+    diverged run), or several processes (the sweep runs one process per run)."""
     import jax.numpy as jnp
     import optax
-    from vitjax import sharding as sh
-    from vitjax.data import eval_batches
 
     state = getattr(trainer, "state", None)
     if (state is None or trainer.eval_source is None or _process_count() != 1
@@ -360,19 +357,10 @@ def eval_loss_stats(trainer) -> dict[str, float] | None:
 
     def per_example(params, batch):
         logits = model.apply({"params": params}, batch["image"], train=False).astype(jnp.float32)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+        return {"ce": optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])}
 
-    fn = jax.jit(per_example)
-    inp = trainer.config.input
-    losses = []
-    with trainer._ctx():
-        for local in eval_batches(trainer.eval_source, inp.eval_ops, trainer.eval_batch_size,
-                                  num_threads=inp.get("num_threads", 2),
-                                  max_bad_fraction=inp.get("max_bad_fraction", 0.01)):
-            batch = sh.host_local_to_global(local, trainer.mesh, trainer.rules)
-            ce = np.asarray(jax.device_get(fn(state.params, batch)), np.float64)
-            losses.append(ce[np.asarray(local["mask"]).astype(bool)])
-    ce = np.concatenate(losses) if losses else np.zeros(0)
+    out = trainer.map_batches("per_example_ce", per_example, state.params, trainer.eval_source)
+    ce = np.asarray(out.get("ce", np.zeros(0)), np.float64)
     if ce.size < 2:
         return None
     mean, std = float(ce.mean()), float(ce.std(ddof=1))
