@@ -85,7 +85,10 @@ def set_key(config: ml_collections.ConfigDict, key: str, text: str) -> None:
     parts = key.split(".")
     node = config
     for i, part in enumerate(parts):
-        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        # List items (e.g. one data op) by index: input.train_ops.0.num_local
+        if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            part = parts[i] = int(part)
+        elif not isinstance(node, (ml_collections.ConfigDict, dict)) or part not in node:
             valid = flat_keys(config)
             near = difflib.get_close_matches(key, valid, n=5, cutoff=0.5)
             raise ConfigError(f"unknown config key {key!r}. Nearest valid keys: "
@@ -93,7 +96,12 @@ def set_key(config: ml_collections.ConfigDict, key: str, text: str) -> None:
         if i < len(parts) - 1:
             node = node[part]
     current = node[parts[-1]]
-    with node.unlocked():
+    if isinstance(node, ml_collections.ConfigDict):
+        with node.unlocked():
+            node[parts[-1]] = _parse_value(text, current, key)
+    else:
+        if isinstance(node, tuple):
+            raise ConfigError(f"config key {key!r} is inside a tuple, which cannot be changed; make it a list")
         node[parts[-1]] = _parse_value(text, current, key)
 
 

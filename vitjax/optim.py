@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -93,10 +94,60 @@ def schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
 
 
+def clip_by_param_norm(max_norm: float) -> optax.GradientTransformation:
+    """Clips each parameter's gradient to L2 norm ``max_norm`` on its own (DINO's ``clip_gradients``:
+    per tensor, coefficient max_norm / (norm + 1e-6) when below 1), unlike the global-norm clip."""
+    def update(updates, state, params=None):
+        del params
+
+        def one(g):
+            norm = jnp.sqrt(jnp.sum(jnp.square(g.astype(jnp.float32))))
+            return (g * jnp.minimum(1.0, max_norm / (norm + 1e-6))).astype(g.dtype)
+        return jax.tree.map(one, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+class FreezeState(NamedTuple):
+    count: jax.Array
+    inner: Any
+
+
+def freeze_until(inner: optax.GradientTransformation, until: Any) -> optax.GradientTransformation:
+    """``inner`` with some parameters held fixed for their first steps: ``until`` is a tree shaped
+    like the params of ints (0 = never frozen); while the step count is below a parameter's value
+    its gradient enters ``inner`` as zero and its update (weight decay included) is zero, as DINO's
+    ``cancel_gradients_last_layer`` (the last layer learns nothing in the first epoch)."""
+    def init(params):
+        return FreezeState(jnp.zeros([], jnp.int32), inner.init(params))
+
+    def update(updates, state, params=None):
+        def zero(u, n):
+            return u if n == 0 else jnp.where(state.count < n, jnp.zeros_like(u), u)
+        updates = jax.tree.map(zero, updates, until)
+        updates, new_inner = inner.update(updates, state.inner, params)
+        updates = jax.tree.map(zero, updates, until)
+        return updates, FreezeState(state.count + 1, new_inner)
+
+    return optax.GradientTransformation(init, update)
+
+
+def weight_decay_schedule(cfg: ml_collections.ConfigDict, total_steps: int):
+    """``optim.weight_decay``, or with ``optim.weight_decay_end`` set a cosine from the first to the
+    second over the whole run (DINO: 0.04 -> 0.4)."""
+    wd = cfg.get("weight_decay", 0.0)
+    end = cfg.get("weight_decay_end", None)
+    if end is None or end == wd:
+        return wd
+    start = float(wd)
+    end = float(end)
+    return lambda step: end + 0.5 * (start - end) * (1 + jnp.cos(jnp.pi * jnp.minimum(step, total_steps) / total_steps))
+
+
 def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     lr = schedule(cfg, total_steps)
     name = cfg.get("name", "adamw")
-    wd = cfg.get("weight_decay", 0.0)
+    wd = weight_decay_schedule(cfg, total_steps)
     mu_dtype = cfg.get("mu_dtype", None)
     if name == "adamw":
         tx = optax.adamw(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), eps=cfg.get("eps", 1e-8),
@@ -115,6 +166,11 @@ def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> tuple[op
             raise ConfigError(f"optim.layer_decay={decay} must be in (0, 1] (MAE fine-tuning: 0.65-0.75)")
         tx = optax.chain(tx, scale_by_layer_decay(decay))
     clip = cfg.get("clip_norm", 0.0)
+    mode = cfg.get("clip_mode", "global")
+    if mode not in ("global", "per_param"):
+        raise ConfigError(f"optim.clip_mode={mode!r}; choose 'global' (one norm over all gradients) or "
+                          f"'per_param' (each tensor on its own, as DINO)")
     if clip and clip > 0:
-        tx = optax.chain(optax.clip_by_global_norm(clip), tx)
+        clipper = optax.clip_by_global_norm(clip) if mode == "global" else clip_by_param_norm(clip)
+        tx = optax.chain(clipper, tx)
     return tx, lr

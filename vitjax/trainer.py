@@ -36,7 +36,7 @@ from vitjax.data.sources import get_eval_source
 from vitjax.flops import compiled_flops, device_peak_flops
 from vitjax.metrics import MetricWriter
 from vitjax.objectives import create_objective
-from vitjax.optim import make_optimizer, scale_per_param
+from vitjax.optim import freeze_until, make_optimizer, scale_per_param
 from vitjax.registry import create_model
 
 log = logging.getLogger("vitjax")
@@ -140,6 +140,12 @@ class Trainer:
             # sharding tree for tree_map_params to follow.)
             keep = jax.tree.map(lambda f: 0.0 if f else 1.0, self.objective.frozen(abstract_params))
             self.tx = optax.chain(self._base_tx, scale_per_param(keep))
+        else:
+            self.tx = self._base_tx
+        until = self.objective.frozen_until(abstract_params, self.steps_per_epoch)
+        if until is not None:
+            # Parameters held fixed for their first steps (DINO's last layer in the first epoch).
+            self.tx = freeze_until(self.tx, until)
         abstract_opt = jax.eval_shape(self.tx.init, abstract_params)
         rep = sh.replicated(self.mesh)
         opt_sh = optax.tree_map_params(self.tx, lambda _, s: s, abstract_opt, param_sh,
@@ -260,17 +266,19 @@ class Trainer:
                 for k, v in batch.items()}
 
     # ------------------------------------------------------------------------- steps
-    def _loss_and_grads(self, params, batch, rng, extra=None):
+    def _loss_and_grads(self, params, batch, rng, extra=None, step=None):
         """(loss, metrics, aux, grads), averaged over ``train.micro_batch_size`` micro-batches when set.
 
         Accumulation is a ``lax.scan`` inside the jitted step, so the global batch (and the update)
         stays the same while activation memory shrinks by the number of micro-batches. ``extra`` is
         the objective's own state (stateful objectives: a teacher, an EMA, a centre); ``aux`` is what
-        such an objective returns for its state update (averaged like the metrics).
+        such an objective returns for its state update (averaged like the metrics); ``step`` (the
+        optimizer step, a traced scalar) drives such an objective's own schedules.
         """
         if self.objective.stateful:
             def loss_fn(p, b, r):
-                loss, metrics, aux = self.objective.stateful_loss(self.model, p, extra, b, r, train=True)
+                loss, metrics, aux = self.objective.stateful_loss(self.model, p, extra, b, r, train=True,
+                                                                    step=step)
                 return loss, (metrics, aux)
         else:
             def loss_fn(p, b, r):
@@ -306,7 +314,7 @@ class Trainer:
 
     def _train_step(self, state: TrainState, batch):
         rng = jax.random.fold_in(jax.random.key(self.seed + 1, impl=self.prng_impl), state.step)
-        loss, metrics, aux, grads = self._loss_and_grads(state.params, batch, rng, state.extra)
+        loss, metrics, aux, grads = self._loss_and_grads(state.params, batch, rng, state.extra, state.step)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -545,7 +553,7 @@ class Trainer:
                     window.clear()
                     t_window, steps_window = time.time(), 0
                 if (done % eval_every == 0 or last) and not stopping:
-                    final_eval = self.evaluate(state.params)
+                    final_eval = self.evaluate(self.objective.eval_params(state.params, state.extra))
                     if final_eval:
                         writer.write(done, final_eval)
                         if is_main:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
@@ -47,6 +48,17 @@ def decode_variant(variant: str) -> dict[str, int]:
     return out
 
 
+def resample_pos_embedding(pos: jax.Array, old_grid: tuple[int, int], new_grid: tuple[int, int],
+                           num_prefix: int) -> jax.Array:
+    """[1, prefix + h*w, D] learned positions -> [1, prefix + H*W, D]: the patch part resized
+    bicubically (no antialiasing, as DINO's ``interpolate_pos_encoding``), prefix tokens kept."""
+    d = pos.shape[-1]
+    patches = pos[:, num_prefix:].reshape(1, *old_grid, d).astype(jnp.float32)
+    patches = jax.image.resize(patches, (1, *new_grid, d), method="cubic", antialias=False)
+    patches = patches.reshape(1, new_grid[0] * new_grid[1], d).astype(pos.dtype)
+    return jnp.concatenate([pos[:, :num_prefix], patches], axis=1)
+
+
 class ViT(nn.Module):
     """Vision Transformer.
 
@@ -60,6 +72,9 @@ class ViT(nn.Module):
       distilled: DeiT: add a distillation token and a second head; logits = mean of the two heads.
       dropout, attn_dropout, drop_path: regularisation (drop_path rises linearly to this rate).
       remat: per-block rematerialisation policy ("none", "full", "dots_saveable", "save_attn_mlp_out").
+      dynamic_img_size: accept any image size that is a multiple of the patch size (DINO's local
+        crops): learned positions are resampled bicubically from the ``image_size`` grid (DINO's
+        ``interpolate_pos_encoding``), sin-cos tables are built for the input's grid.
       dtype: compute dtype (e.g. bfloat16); param_dtype: storage dtype of the parameters.
     """
     num_classes: int = 1000
@@ -81,6 +96,7 @@ class ViT(nn.Module):
     qkv_bias: bool = True
     head_zero_init: bool = True
     remat: str | bool | None = None
+    dynamic_img_size: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -107,10 +123,16 @@ class ViT(nn.Module):
 
     def embed(self, images, *, train: bool = False):
         """images [B, H, W, C] -> tokens [B, prefix + N, D] (patches + prefix tokens + positions)."""
-        if images.ndim != 4 or images.shape[1:3] != (self.image_size, self.image_size):
+        fits = images.ndim == 4 and (images.shape[1:3] == (self.image_size, self.image_size) or (
+            self.dynamic_img_size and images.shape[1] % self.patch_size == 0
+            and images.shape[2] % self.patch_size == 0 and min(images.shape[1:3]) > 0))
+        if not fits:
+            any_size = (f" or any multiple of the patch size {self.patch_size}" if self.dynamic_img_size
+                        else "")
             raise ValueError(f"images of shape {images.shape} do not fit this model, built for "
-                             f"[batch, {self.image_size}, {self.image_size}, {self.in_channels}] "
+                             f"[batch, {self.image_size}, {self.image_size}, {self.in_channels}]{any_size} "
                              f"(config.model.image_size); resize the input or rebuild the model")
+        grid = (images.shape[1] // self.patch_size, images.shape[2] // self.patch_size)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = nn.Conv(self.width, (self.patch_size,) * 2, strides=(self.patch_size,) * 2, padding="VALID",
                     kernel_init=_p(nn.initializers.lecun_normal(), (None, None, None, "embed")),
@@ -131,8 +153,10 @@ class ViT(nn.Module):
         if self.posemb == "learned":
             pos = self.param("pos_embedding", _p(nn.initializers.normal(0.02), (None, "posemb_len", "embed")),
                              (1, n_pos, self.width), self.param_dtype)
+            if grid != self.grid:
+                pos = resample_pos_embedding(pos, self.grid, grid, self.num_prefix_tokens)
         else:
-            pos = sincos_2d_with_prefix(self.width, *self.grid, self.num_prefix_tokens)[None]
+            pos = sincos_2d_with_prefix(self.width, *grid, self.num_prefix_tokens)[None]
         x = x + pos.astype(x.dtype)
         x = nn.Dropout(self.dropout)(x, deterministic=not train)
         return nn.with_logical_constraint(x, ACT_TOKENS)

@@ -74,15 +74,29 @@ class Objective(abc.ABC):
         initialised (or pretrained) model parameters."""
         raise NotImplementedError
 
-    def stateful_loss(self, model, params, state, batch, rng, *, train: bool):
+    def stateful_loss(self, model, params, state, batch, rng, *, train: bool, step=None):
         """(scalar loss, metrics, aux): ``aux`` (a pytree of arrays, e.g. a batch mean of teacher
-        outputs) goes to ``update_state``."""
+        outputs) goes to ``update_state``. ``step``: the optimizer step (traced), for schedules such
+        as DINO's teacher temperature."""
         raise NotImplementedError
 
     def update_state(self, state, params, aux, step) -> Any:
         """The state after an optimizer step (inside the jitted step). Default: unchanged."""
         del params, aux, step
         return state
+
+    def eval_params(self, params, state) -> Any:
+        """The parameters the trainer evaluates at eval steps (``eval_metrics`` and ``extra_evals``):
+        the trained ones by default; DINO evaluates its EMA teacher, as the paper does."""
+        del state
+        return params
+
+    def frozen_until(self, params, steps_per_epoch: int) -> Any:
+        """None, or a tree shaped like ``params`` of ints: a parameter gets no update (gradient and
+        weight decay zeroed) while the step is below its value (DINO: the last layer in the first
+        epoch). Default: None."""
+        del params, steps_per_epoch
+        return None
 
     def check_model(self, model) -> None:
         """Start-up checks of the model against the objective's settings (raise ValueError with a

@@ -109,7 +109,7 @@ class Distillation(Objective):
         kl = jnp.sum(t * (jnp.log(jnp.clip(t, 1e-12)) - log_s), axis=-1)
         return (self.tau ** 2) * kl.mean()
 
-    def stateful_loss(self, model, params, state, batch, rng, *, train):
+    def stateful_loss(self, model, params, state, batch, rng, *, train, step=None):
         teacher, _ = self.teacher()
         t_logits = teacher.apply({"params": jax.lax.stop_gradient(state["teacher"])}, batch["image"],
                                  train=False).astype(jnp.float32)
