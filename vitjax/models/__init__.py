@@ -6,3 +6,4 @@ from vitjax.models import clip  # noqa: F401
 from vitjax.models import perceiver  # noqa: F401
 from vitjax.models import swin  # noqa: F401
 from vitjax.models import pvt  # noqa: F401
+from vitjax.models import dino  # noqa: F401

@@ -4,3 +4,4 @@ from vitjax.objectives.base import Objective, create_objective, register_objecti
 from vitjax.objectives import mae  # noqa: F401  (registers "mae")
 from vitjax.objectives import clip  # noqa: F401  (registers "clip")
 from vitjax.objectives import distillation  # noqa: F401  (registers "distillation")
+from vitjax.objectives import dino  # noqa: F401  (registers "dino")
