@@ -4,7 +4,8 @@ __version__ = "0.1.0"
 from vitjax.registry import create_model, list_models  # noqa: F401
 
 
-def load(workdir: str, step: int | None = None):
-    """``(config, model, params)`` from a workdir's latest (or given) checkpoint. See ``vitjax.checkpoint``."""
+def load(workdir: str, step: int | None = None, weights: str = "params"):
+    """``(config, model, params)`` from a workdir's latest (or given) checkpoint; ``weights="teacher"``
+    gives a DINO run's EMA teacher instead of the (student) params. See ``vitjax.checkpoint.load_workdir``."""
     from vitjax.checkpoint import load_workdir
-    return load_workdir(workdir, step)
+    return load_workdir(workdir, step, weights)

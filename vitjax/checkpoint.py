@@ -4,6 +4,10 @@ Layout of ``<workdir>/checkpoints/<step>/``: ``params`` (restorable alone, for e
 ``train`` (step, optimizer state, objective state), ``data`` (the grain iterator, per process) and
 ``meta`` (JSON: step and model config). Saves are asynchronous; a step directory appears only once
 complete, so a run killed mid-save leaves the previous checkpoint as the latest.
+
+Objective state inside ``train`` (``extra``, e.g. DINO's EMA teacher ``extra["teacher"]``) can be read
+alone (``Checkpointer.restore_extra``), without the optimizer state beside it:
+``load_workdir(workdir, weights="teacher")``.
 """
 from __future__ import annotations
 
@@ -96,6 +100,35 @@ class Checkpointer:
         r = self.manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params)))
         return r["params"]
 
+    def extra_metadata(self, step: int) -> dict:
+        """The shapes/dtypes of the objective state (``train`` item's ``extra``; {} for stateless
+        objectives), without reading any array."""
+        meta = self.manager.item_metadata(step)["train"]
+        tree = getattr(meta, "tree", meta) or {}
+        return dict(tree.get("extra") or {})
+
+    def restore_extra(self, step: int, key: str, target):
+        """``extra[key]`` of the ``train`` item alone (e.g. DINO's teacher), restored as ``target``
+        (a tree of ``jax.ShapeDtypeStruct`` with shardings).
+
+        The manager's ``StandardCheckpointHandler`` restores whole trees only (orbax 0.12.8 rejects
+        ``PLACEHOLDER`` leaves in its targets), which would read the optimizer state too (2x the
+        parameters for Adam). A second manager with a ``PyTreeCheckpointHandler`` (the same on-disk
+        format) and ``partial_restore=True`` reads only the leaves under ``extra/key``; it only restores
+        (never saves, so never deletes). Not ``read_only=True``: orbax logs two warnings for that.
+        """
+        item = {"extra": {key: target}}
+        reader = ocp.CheckpointManager(
+            self.directory, item_handlers={"train": ocp.PyTreeCheckpointHandler()},
+            options=ocp.CheckpointManagerOptions(max_to_keep=None, create=False))
+        try:
+            r = reader.restore(step, args=ocp.args.Composite(train=ocp.args.PyTreeRestore(
+                item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                partial_restore=True)))
+        finally:
+            reader.close()
+        return r["train"]["extra"][key]
+
     def wait(self):
         self.manager.wait_until_finished()
 
@@ -109,9 +142,11 @@ def is_workdir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(os.path.join(path, "checkpoints"))
 
 
-def load_workdir(workdir: str, step: int | None = None):
-    """``(config, model, params)`` from ``workdir``: its config.json and its latest (or given)
-    checkpoint, with params as host-local arrays on the first device."""
+WEIGHTS = ("params", "teacher")
+
+
+def workdir_model(workdir: str):
+    """``(config, model)`` of a workdir (its config.json), without reading any checkpoint."""
     from vitjax import config as config_lib
     from vitjax.trainer import build_model
 
@@ -121,17 +156,45 @@ def load_workdir(workdir: str, step: int | None = None):
                                 f"of a python -m vitjax.train run)?")
     with open(cfg_path) as fh:
         config = config_lib.from_json(fh.read())
-    model = build_model(config)
+    return config, build_model(config)
+
+
+def load_workdir(workdir: str, step: int | None = None, weights: str = "params"):
+    """``(config, model, params)`` from ``workdir``: its config.json and its latest (or given)
+    checkpoint, with params as host-local arrays on the first device.
+
+    ``weights``: "params" (the trained parameters; for DINO the student) or "teacher" (DINO's EMA
+    teacher, the network the paper evaluates and releases; same tree as the params). A workdir whose
+    objective keeps no teacher raises ValueError for "teacher".
+    """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights={weights!r}; choose one of {list(WEIGHTS)}")
+    config, model = workdir_model(workdir)
     ckpt = Checkpointer(workdir, async_save=False)
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"{workdir}/checkpoints holds no finished checkpoint yet")
-    abstract = abstract_params(model, config)
-    ckpt.check_params(step, abstract)
-    dev = SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=dev), abstract)
-    params = ckpt.restore_params(step, target)
-    ckpt.close()
+    try:
+        step = ckpt.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{workdir}/checkpoints holds no finished checkpoint yet")
+        abstract = abstract_params(model, config)
+        ckpt.check_params(step, abstract)
+        dev = SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=dev), abstract)
+        if weights == "teacher":
+            teacher = ckpt.extra_metadata(step).get("teacher")
+            if teacher is None:
+                raise ValueError(
+                    f"{workdir} (a {type(model).__name__} trained with objective "
+                    f"{config.objective.get('name')!r}) holds no EMA teacher: only DINO runs have a "
+                    f"teacher. Load its parameters with weights='params'")
+            problem = first_mismatch(abstract, teacher)
+            if problem:
+                raise CheckpointMismatchError(f"the teacher in {ckpt.directory} (step {step}) does not fit "
+                                              f"the configured model: {problem}")
+            params = ckpt.restore_extra(step, "teacher", target)
+        else:
+            params = ckpt.restore_params(step, target)
+    finally:
+        ckpt.close()
     return config, model, params
 
 

@@ -7,8 +7,11 @@ pretrained encoder's frozen features (an MAE, DINO or classification workdir).
 
 The data, eval ops and mesh are the workdir's own (its config.json); any ``--config.KEY=VALUE``
 overrides them (e.g. ``--config.input.data.data_dir=...``). Features: the objective's probe feature
-(MAE: ``objective.probe_pool``), or a classifier's pooled features before its head. The linear probe
-trains on the training split's features (eval ops, no augmentation) and scores the eval split.
+(MAE: ``objective.probe_pool``; DINO: the backbone's normalised class token), or a classifier's
+pooled features before its head. The linear probe trains on the training split's features (eval ops,
+no augmentation) and scores the eval split.
+
+DINO workdirs probe the EMA teacher, as the paper evaluates it; ``--student`` probes the student.
 """
 from __future__ import annotations
 
@@ -45,6 +48,8 @@ def main(argv=None) -> int:
     p.add_argument("--linear_lr", type=float, default=0.1)
     p.add_argument("--linear_optimizer", default="lars", choices=("lars", "sgd", "adamw"))
     p.add_argument("--max_train_examples", type=int, default=None, help="cap on the kNN bank / probe set")
+    p.add_argument("--student", action="store_true",
+                   help="DINO: probe the student (default: the EMA teacher, as the paper)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args, overrides = p.parse_known_args(argv)
 
@@ -53,6 +58,7 @@ def main(argv=None) -> int:
     from vitjax import config as config_lib
     from vitjax.checkpoint import load_workdir
     from vitjax.evals.representation import representation_evals
+    from vitjax.models.dino import DINO
     from vitjax.trainer import Trainer
 
     cfg_path = os.path.join(args.workdir, "config.json")
@@ -67,14 +73,21 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     trainer = Trainer(config, args.workdir)
+    is_dino = isinstance(trainer.model, DINO)
+    if args.student and not is_dino:
+        print(f"error: --student applies to DINO workdirs (a student and an EMA teacher); {args.workdir} "
+              f"holds a {type(trainer.model).__name__}, whose parameters are probed without it", file=sys.stderr)
+        return 2
     trainer.setup_state()
     if args.random_init:
-        params = trainer.init_state().params
+        params = trainer.init_state().params      # DINO's teacher starts as this copy
         what = "random init"
     else:
-        _, _, loaded = load_workdir(args.workdir, args.step)
+        weights = "teacher" if is_dino and not args.student else "params"
+        _, _, loaded = load_workdir(args.workdir, args.step, weights=weights)
         params = jax.device_put(loaded, trainer.state_sharding.params)
-        what = f"checkpoint of {args.workdir}"
+        what = f"checkpoint of {args.workdir}" + (f" (DINO {'student' if args.student else 'teacher'})"
+                                                  if is_dino else "")
     if trainer.eval_source is None:
         print("error: the workdir's config has no eval data (config.input.eval_data)", file=sys.stderr)
         return 2
