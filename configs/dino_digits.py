@@ -2,25 +2,26 @@
 
     python -m vitjax.train --config configs/dino_digits.py --workdir workdirs/dino_digits
 
-Each 8x8 digit gives 2 global crops (16x16, 40-100% of the area) and 4 local crops (8x8, 10-40%),
-with brightness/contrast jitter and blur (no flips: a mirrored digit is another symbol). Backbone =
-the ViT of configs/vit_digits.py with a class token (width 128, 4 blocks, 4x4 patches); head 256
-hidden, 64 bottleneck, K = 1024 prototypes. At each eval step the teacher's class token is scored
-by kNN, nearest class mean and a linear probe on the digit labels (``eval/knn_top1``,
-``eval/ncm_top1``, ``eval/linear_top1``); ``train/teacher_entropy`` and
-``train/teacher_batch_entropy`` track collapse. Two-view DINO: ``--config.objective.num_local_crops=0
---config.input.train_ops.0.num_local=0``.
+Each 8x8 digit gives 2 global crops (16x16, 40-100% of the area) and 2 local crops (8x8, 10-40%),
+with brightness/contrast jitter and blur (no flips: a mirrored digit is another symbol). Backbone: a
+ViT with a class token, width 64, 2 blocks, 4x4 patches on 16x16 images; head 256 hidden, 64
+bottleneck, K = 1024 prototypes; batch 64, 150 epochs (3,300 steps, ~9 minutes on 2 CPU cores).
+At each eval step the teacher's class token is scored by kNN, nearest class mean and a linear probe
+on the digit labels (``eval/knn_top1``, ``eval/ncm_top1``, ``eval/linear_top1``);
+``train/teacher_entropy`` and ``train/teacher_batch_entropy`` track collapse. Two-view DINO:
+``--config.objective.num_local_crops=0 --config.input.train_ops.0.num_local=0``.
 
-Status: this demo does NOT yet learn useful features. In every setting tried (teacher temperature
-0.02-0.07, momentum 0.9-0.996, lr 5e-4 to 3e-3, K 64 or 1024, 0/2/4 local crops, milder crops; up to
-3,300 steps) the teacher drifts within a few hundred steps to a near-uniform output (teacher entropy
-~6.88 of log 1024 = 6.93; with momentum 0.9 to a one-hot one instead) and kNN top-1 stays at
-0.56-0.69, below the same backbone at random init. The paper's runs take ~10^5 steps; this one has
-~10^3, and the recipe that works at that scale is still to be found.
+Status: the goal (kNN top-1 >= 0.90) is NOT reached yet. DINO does learn here, slowly: with this
+config the teacher's features reach kNN 0.717 / NCM 0.567 / linear 0.842 against 0.539 / 0.358 /
+0.697 for the same backbone at random init. The teacher sits near a uniform output for most of the
+run (teacher entropy 6.88 -> 6.77 of log 1024 = 6.93, batch entropy ~6.90: no one-hot collapse) and
+the loss falls slowly (6.91 -> 6.82): the regime of the paper's first epochs, which take ~10^5 steps
+where this run has ~10^3. Momentum 0.9 collapses to one prototype instead; teacher temperature 0.02
+keeps the entropy lower (5.5-5.8) but did not train better features in 660 steps (kNN 0.63-0.69).
 """
 import ml_collections
 
-NUM_LOCAL = 4
+NUM_LOCAL = 2
 
 
 def _views(blur: float):
@@ -33,20 +34,20 @@ def get_config():
     c = ml_collections.ConfigDict()
     c.model = dict(
         name="dino", variant=None, image_size=16, patch_size=4, in_channels=1,
-        width=128, depth=4, num_heads=4, mlp_dim=256, drop_path=0.1,
+        width=64, depth=2, num_heads=2, mlp_dim=128, drop_path=0.1,
         out_dim=1024, head_hidden_dim=256, head_bottleneck_dim=64, head_layers=3, norm_last_layer=True,
         dtype="float32", param_dtype="float32", remat="none")
     c.objective = dict(
         name="dino", num_local_crops=NUM_LOCAL, local_crop_size=8,
         student_temp=0.1, teacher_temp=0.07, warmup_teacher_temp=0.04, warmup_teacher_temp_epochs=30,
-        center_momentum=0.9, momentum_teacher=0.99, freeze_last_layer_epochs=1.0, eval_teacher=True,
+        center_momentum=0.9, momentum_teacher=0.996, freeze_last_layer_epochs=1.0, eval_teacher=True,
         probe=["knn", "ncm", "linear"], probe_train_examples=None, knn_k=20, knn_temperature=0.07,
         linear_epochs=100, linear_batch_size=256, linear_lr=0.1, linear_optimizer="sgd", num_classes=10)
 
     c.input = ml_collections.ConfigDict()
     c.input.data = dict(name="digits", split="train", data_dir=None)
     c.input.eval_data = dict(name=None, split=None, data_dir=None)
-    c.input.batch_size = 128
+    c.input.batch_size = 64
     c.input.eval_batch_size = 120
     c.input.train_ops = [dict(op="multi_crop", global_size=16, local_size=8, num_global=2, num_local=NUM_LOCAL,
                               global_scale=(0.4, 1.0), local_scale=(0.1, 0.4), method="bilinear",
@@ -56,13 +57,12 @@ def get_config():
     c.input.num_workers = 0
 
     # The paper's AdamW with weight decay rising 0.04 -> 0.4 (cosine) and per-tensor gradient
-    # clipping at 3.0; a higher lr than 5e-4 x 128/256 and a faster teacher (0.99) because this run
-    # is ~100x shorter than the paper's.
+    # clipping at 3.0; a higher lr than 5e-4 x 64/256 because this run is ~100x shorter than the paper's.
     c.optim = dict(name="adamw", lr=1e-3, b1=0.9, b2=0.999, weight_decay=0.04, weight_decay_end=0.4,
-                   clip_norm=3.0, clip_mode="per_param", warmup_steps=100, schedule="cosine",
+                   clip_norm=3.0, clip_mode="per_param", warmup_steps=220, schedule="cosine",
                    end_lr_ratio=0.002, mu_dtype=None)
-    c.train = dict(num_epochs=100, total_steps=-1, seed=0, prng_impl="rbg", log_every_steps=50,
-                   eval_every_steps=275, checkpoint_every_steps=275, keep_checkpoints=2, tensorboard=True)
+    c.train = dict(num_epochs=150, total_steps=-1, seed=0, prng_impl="rbg", log_every_steps=110,
+                   eval_every_steps=1100, checkpoint_every_steps=550, keep_checkpoints=2, tensorboard=True)
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
     c.sharding_rules = None
     c.init = dict(path=None, drop_head=False, encoder_only=False)
