@@ -72,7 +72,7 @@ def main(argv=None) -> int:
 
     from PIL import Image
 
-    from vitjax.checkpoint import load_workdir, workdir_model
+    from vitjax.checkpoint import load_workdir, weights_for, workdir_model
     from vitjax.data import eval_batches
     from vitjax.data.sources import get_eval_source
     from vitjax.evals.attention import cls_attention_maps
@@ -81,11 +81,11 @@ def main(argv=None) -> int:
 
     _, model = workdir_model(args.workdir)
     is_dino = isinstance(model, DINO)
-    if args.student and not is_dino:
-        print(f"error: --student applies to DINO workdirs; {args.workdir} holds a {type(model).__name__}",
-              file=sys.stderr)
+    try:
+        weights = weights_for(model, args.student, args.workdir)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    weights = "teacher" if is_dino and not args.student else "params"
     config, model, params = load_workdir(args.workdir, args.step, weights=weights)
     if isinstance(model, MAE):
         from vitjax.export import mae as mx

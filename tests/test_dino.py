@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vitjax.config import ConfigError, load_config_file, set_key
+from vitjax.config import ConfigError
 from vitjax.models.dino import DINO, DINOHead
 from vitjax.objectives.dino import dino_loss, teacher_momentum, teacher_temperature
 
@@ -97,20 +97,8 @@ def test_schedules_are_the_papers():
 
 # --------------------------------------------------------------------------------- the train step
 def _config(tmp_path, n_local=2, **over):
-    from tests.conftest import REPO
-    c = load_config_file(str(REPO / "configs" / "dino_digits.py"))
-    base = {"model.width": "32", "model.depth": "1", "model.num_heads": "2", "model.mlp_dim": "64",
-            "model.out_dim": "64", "model.head_hidden_dim": "32", "model.head_bottleneck_dim": "16",
-            "model.drop_path": "0.0", "objective.num_local_crops": str(n_local),
-            "input.train_ops.0.num_local": str(n_local), "input.batch_size": "16",
-            "input.eval_batch_size": "40", "objective.probe": '["knn", "ncm"]',
-            "objective.probe_train_examples": "200",
-            "train.total_steps": "4", "train.eval_every_steps": "4", "train.checkpoint_every_steps": "2",
-            "train.log_every_steps": "1", "optim.warmup_steps": "0", "train.tensorboard": "False"}
-    base.update({k: str(v) for k, v in over.items()})
-    for k, v in base.items():
-        set_key(c, k, v)
-    return c
+    from tests.conftest import make_tiny_dino_config
+    return make_tiny_dino_config(n_local, **over)
 
 
 def _leaf(tree, *path):

@@ -27,30 +27,13 @@ timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
 from timm.models.vision_transformer import VisionTransformer  # noqa: E402
 
+from tests.test_export_vit import _randomize_jax, _randomize_torch  # noqa: E402
+
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 torch.set_num_threads(1)
 
 TINY = dict(image_size=32, patch_size=8, in_channels=3, width=64, depth=2, num_heads=4, mlp_dim=128,
             out_dim=128, head_hidden_dim=64, head_bottleneck_dim=32, drop_path=0.0)
-
-
-def _randomize(tree, seed):
-    flat, tdef = jax.tree_util.tree_flatten_with_path(tree)
-    rng = np.random.default_rng(seed)
-    leaves = []
-    for path, leaf in flat:
-        r = rng.normal(size=leaf.shape).astype(np.float32)
-        leaves.append(1.0 + 0.1 * r if jax.tree_util.keystr(path).endswith("['scale']") else 0.05 * r)
-    return jax.tree_util.tree_unflatten(tdef, leaves)
-
-
-def _torch_randomize(module, seed):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            r = torch.randn(p.shape, generator=gen)
-            p.copy_(1.0 + 0.1 * r if ("norm" in name and name.endswith("weight")) else 0.05 * r)
-    return module.eval()
 
 
 def _nchw(x):
@@ -78,7 +61,7 @@ def tiny():
     model = DINO(**TINY)
     s = model.image_size
     shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32))
-    params = _randomize(nn.meta.unbox(shapes)["params"], seed=1)
+    params = _randomize_jax(nn.meta.unbox(shapes)["params"], seed=1)
     x = np.random.default_rng(2).normal(size=(2, s, s, 3)).astype(np.float32)
     return model, params, x, _features(model, params, x)
 
@@ -102,7 +85,7 @@ def test_backbone_to_timm_and_back(tiny):
         _check(net(_nchw(x)).numpy(), want, 1e-4)               # num_classes=0: the normed class token
 
     # timm random weights -> vitjax: the imported tree is the DINO backbone's, features equal timm's.
-    ref = _torch_randomize(VisionTransformer(**cfg["model_args"]), 7)
+    ref = _randomize_torch(VisionTransformer(**cfg["model_args"]), 7)
     with torch.no_grad():
         theirs = ref(_nchw(x)).numpy()
     vit, _ = dino_backbone(model, None)
@@ -127,7 +110,7 @@ def test_backbone_to_hf_vitmodel_and_back(tiny, tmp_path):
     _check(out.last_hidden_state[:, 0].numpy(), want, 1e-4)
 
     # HF random weights (a ViTModel with its pooler, which the import ignores) -> vitjax.
-    ref = _torch_randomize(transformers.ViTModel(transformers.ViTConfig(**{
+    ref = _randomize_torch(transformers.ViTModel(transformers.ViTConfig(**{
         k: v for k, v in cfg_fn().items() if k not in ("architectures", "model_type", "dtype")})), 8)
     with torch.no_grad():
         theirs = ref(pixel_values=_nchw(x)).last_hidden_state[:, 0].numpy()
@@ -175,18 +158,12 @@ def test_cls_attention_maps_equal_timm_attention(tiny):
 
 # ------------------------------------------------------------------------------- a real (3-step) run
 def _tiny_dino_config():
-    from conftest import REPO
-    from vitjax.config import load_config_file, set_key
-    c = load_config_file(str(REPO / "configs" / "dino_digits.py"))
-    over = {"model.width": 32, "model.depth": 1, "model.num_heads": 2, "model.mlp_dim": 64,
-            "model.out_dim": 64, "model.head_hidden_dim": 32, "model.head_bottleneck_dim": 16,
-            "objective.num_local_crops": 2, "input.train_ops.0.num_local": 2, "objective.probe": '["knn"]',
-            "input.batch_size": 16, "input.eval_batch_size": 40, "train.total_steps": 3,
-            "train.eval_every_steps": 3, "train.checkpoint_every_steps": 3, "train.log_every_steps": 1,
-            "train.tensorboard": False, "optim.warmup_steps": 1}
-    for k, v in over.items():
-        set_key(c, k, str(v))
-    return c
+    from conftest import make_tiny_dino_config
+    # Uncapped kNN bank: the probe CLI below embeds the whole training split too.
+    return make_tiny_dino_config(2, **{"model.drop_path": 0.1, "objective.probe": '["knn"]',
+                                       "objective.probe_train_examples": None, "train.total_steps": 3,
+                                       "train.eval_every_steps": 3, "train.checkpoint_every_steps": 3,
+                                       "optim.warmup_steps": 1})
 
 
 @pytest.fixture(scope="module")

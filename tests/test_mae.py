@@ -11,7 +11,7 @@ import pytest
 from flax import linen as nn
 
 from vitjax import sharding as sh
-from vitjax.config import ConfigError, load_config_file, set_key
+from vitjax.config import ConfigError, set_key
 from vitjax.models.mae import MAE, mae_loss, patchify, pixel_targets, random_masking, unpatchify
 
 TINY = dict(image_size=16, patch_size=4, in_channels=3, width=64, depth=2, num_heads=4, mlp_dim=128,
@@ -186,18 +186,14 @@ def test_sharded_loss_and_grads_match_one_device():
 
 
 def _tiny_mae_config(**over):
-    from conftest import REPO
-    c = load_config_file(str(REPO / "configs" / "mae_digits.py"))
-    base = {"model.width": 32, "model.depth": 1, "model.num_heads": 4, "model.mlp_dim": 64,
-            "model.decoder_width": 32, "model.decoder_depth": 1, "model.decoder_heads": 4,
-            "model.decoder_mlp_dim": 64, "input.batch_size": 16, "input.eval_batch_size": 40,
-            "train.total_steps": 12, "train.eval_every_steps": 12, "train.checkpoint_every_steps": 12,
-            "train.log_every_steps": 4, "train.tensorboard": False, "optim.warmup_steps": 2,
-            "objective.linear_epochs": 5, "objective.probe": '["knn", "linear", "ncm"]'}
-    base.update(over)
-    for k, v in base.items():
-        set_key(c, k, str(v))
-    return c
+    from conftest import shrink_config
+    return shrink_config("mae_digits.py", {
+        "model.width": 32, "model.depth": 1, "model.num_heads": 4, "model.mlp_dim": 64,
+        "model.decoder_width": 32, "model.decoder_depth": 1, "model.decoder_heads": 4,
+        "model.decoder_mlp_dim": 64, "input.batch_size": 16, "input.eval_batch_size": 40,
+        "train.total_steps": 12, "train.eval_every_steps": 12, "train.checkpoint_every_steps": 12,
+        "train.log_every_steps": 4, "train.tensorboard": False, "optim.warmup_steps": 2,
+        "objective.linear_epochs": 5, "objective.probe": '["knn", "linear", "ncm"]'}, over)
 
 
 @pytest.fixture(scope="module")

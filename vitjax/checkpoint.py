@@ -145,6 +145,19 @@ def is_workdir(path: str) -> bool:
 WEIGHTS = ("params", "teacher")
 
 
+def weights_for(model, student: bool, workdir: str) -> str:
+    """The ``load_workdir`` weights a command line's ``--student`` flag selects: a DINO workdir gives
+    its EMA teacher (what the paper evaluates and releases) unless ``student``; any other model has
+    only its parameters, and ``--student`` on it is a ValueError naming the workdir's model."""
+    from vitjax.models.dino import DINO
+    if not isinstance(model, DINO):
+        if student:
+            raise ValueError(f"--student applies to DINO workdirs (a student and an EMA teacher); {workdir} "
+                             f"holds a {type(model).__name__}, which has only its parameters")
+        return "params"
+    return "params" if student else "teacher"
+
+
 def workdir_model(workdir: str):
     """``(config, model)`` of a workdir (its config.json), without reading any checkpoint."""
     from vitjax import config as config_lib

@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     import jax
 
     from vitjax import config as config_lib
-    from vitjax.checkpoint import load_workdir
+    from vitjax.checkpoint import load_workdir, weights_for
     from vitjax.evals.representation import representation_evals
     from vitjax.models.dino import DINO
     from vitjax.trainer import Trainer
@@ -73,21 +73,20 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     trainer = Trainer(config, args.workdir)
-    is_dino = isinstance(trainer.model, DINO)
-    if args.student and not is_dino:
-        print(f"error: --student applies to DINO workdirs (a student and an EMA teacher); {args.workdir} "
-              f"holds a {type(trainer.model).__name__}, whose parameters are probed without it", file=sys.stderr)
+    try:
+        weights = weights_for(trainer.model, args.student, args.workdir)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     trainer.setup_state()
     if args.random_init:
         params = trainer.init_state().params      # DINO's teacher starts as this copy
         what = "random init"
     else:
-        weights = "teacher" if is_dino and not args.student else "params"
         _, _, loaded = load_workdir(args.workdir, args.step, weights=weights)
         params = jax.device_put(loaded, trainer.state_sharding.params)
         what = f"checkpoint of {args.workdir}" + (f" (DINO {'student' if args.student else 'teacher'})"
-                                                  if is_dino else "")
+                                                  if isinstance(trainer.model, DINO) else "")
     if trainer.eval_source is None:
         print("error: the workdir's config has no eval data (config.input.eval_data)", file=sys.stderr)
         return 2

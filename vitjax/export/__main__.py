@@ -128,16 +128,16 @@ def main(argv=None) -> int:
     import numpy as np
 
     import vitjax
-    from vitjax.checkpoint import workdir_model
+    from vitjax.checkpoint import weights_for, workdir_model
     from vitjax.models.dino import DINO
 
     _, model = workdir_model(args.workdir)
     is_dino = isinstance(model, DINO)
-    if args.student and not is_dino:
-        print(f"error: --student applies to DINO workdirs (a student and an EMA teacher); {args.workdir} "
-              f"holds a {type(model).__name__}, whose parameters are exported without it", file=sys.stderr)
+    try:
+        weights = weights_for(model, args.student, args.workdir)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    weights = "teacher" if is_dino and not args.student else "params"
     config, model, params = vitjax.load(args.workdir, args.step, weights=weights)
     params = jax.tree.map(np.asarray, params)
     try:

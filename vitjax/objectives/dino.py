@@ -42,12 +42,9 @@ def teacher_momentum(step, total_steps: int, base: float):
 def teacher_temperature(step, steps_per_epoch: int, warmup_temp: float, temp: float, warmup_epochs: int):
     """The official schedule: ``np.linspace(warmup_temp, temp, warmup_epochs)`` indexed by epoch,
     then ``temp``."""
-    if warmup_epochs <= 1:
-        return jnp.where(step < steps_per_epoch * warmup_epochs, warmup_temp, temp) if warmup_epochs == 1 \
-            else jnp.asarray(temp, jnp.float32)
     epoch = step // steps_per_epoch
-    frac = jnp.minimum(epoch, warmup_epochs - 1) / (warmup_epochs - 1)
-    return warmup_temp + (temp - warmup_temp) * frac
+    ramp = warmup_temp + (temp - warmup_temp) * epoch / max(warmup_epochs - 1, 1)
+    return jnp.where(epoch < warmup_epochs, ramp, temp)
 
 
 def dino_loss(student, teacher, center, student_temp, teacher_temp):
