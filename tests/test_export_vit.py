@@ -404,3 +404,28 @@ def test_configs_roundtrip_to_model_kwargs():
 def test_zz_report_max_diffs():
     for k, v in MAX_DIFFS.items():
         print(f"  {k:40s} {v:.3g}")
+
+
+def test_timm_exports_record_the_runs_normalisation():
+    """The export CLI writes the run's eval ``normalize`` (here ImageNet's) into timm's pretrained_cfg
+    for every timm-exportable model, and vitjax's 0.5/0.5 for a run that has no normalize op."""
+    import ml_collections
+
+    import vitjax
+    from vitjax.export.__main__ import _exporters
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    run = ml_collections.ConfigDict({"input": {"eval_ops": [
+        {"op": "decode_center_crop", "size": 32}, {"op": "normalize", "mean": mean, "std": std}]}})
+    bare = ml_collections.ConfigDict({"input": {"eval_ops": [{"op": "resize", "size": 32}]}})
+    models = [ViT(num_classes=10, image_size=32, **TI2),
+              vitjax.create_model("mae", variant=None, image_size=32, patch_size=16, width=64, depth=1,
+                                  num_heads=2, mlp_dim=128, decoder_width=32, decoder_depth=1,
+                                  decoder_heads=2, decoder_mlp_dim=64),
+              vitjax.create_model("swin", variant=None, image_size=32, num_classes=5, patch_size=2, embed_dim=16,
+                                  depths=(2, 2), num_heads=(2, 2), window_size=4),
+              vitjax.create_model("pvt_v2", variant=None, image_size=32, num_classes=5)]
+    for m in models:
+        cfg = _exporters(m, "timm", False, run)[1]()["pretrained_cfg"]
+        assert (cfg["mean"], cfg["std"]) == (list(mean), list(std)), type(m).__name__
+        cfg = _exporters(m, "timm", False, bare)[1]()["pretrained_cfg"]
+        assert (cfg["mean"], cfg["std"]) == ([0.5] * 3, [0.5] * 3), type(m).__name__

@@ -5,7 +5,7 @@ Writes ``OUT/model.safetensors`` + ``OUT/config.json`` for the workdir's model:
 | model | --format hf | --format timm | other |
 |---|---|---|---|
 | ViT / DeiT | ViTForImageClassification / DeiTForImageClassificationWithTeacher | VisionTransformer | |
-| MAE | ViTMAEForPreTraining (whole model); with --encoder_only a ViTModel backbone | the encoder as a VisionTransformer (num_classes=0) | |
+| MAE | ViTMAEForPreTraining (whole model); with --encoder_only the encoder as a label-less ViTForImageClassification (Identity classifier: its logits are the normalised class token) | the encoder as a VisionTransformer (num_classes=0) | |
 | DINO | the backbone as a ViTModel (its own key names: no ``vit.`` prefix, no pooler) | the backbone as a VisionTransformer (num_classes=0; timm's ``.dino`` layout) | |
 | Perceiver IO | PerceiverForImageClassificationFourier | | |
 | Swin (v1/v2) | SwinForImageClassification (v1) | SwinTransformer / SwinTransformerV2 | |
@@ -13,8 +13,9 @@ Writes ``OUT/model.safetensors`` + ``OUT/config.json`` for the workdir's model:
 | CLIP | CLIPModel | | --format open_clip: open_clip state dict + model config |
 
 DINO exports the EMA teacher's backbone (the paper evaluates and releases the teacher); ``--student``
-exports the student's. The projection head is not exported (neither timm nor HF has one), and
-the input normalisation written to timm's config is the run's (its eval ops' ``normalize``).
+exports the student's. The projection head is not exported (neither timm nor HF has one). For
+every model the input normalisation written to timm's config (``pretrained_cfg`` mean/std) is the
+run's: its eval ops' ``normalize`` (0.5/0.5 when it has none).
 
 The exact loading call is printed at the end.
 """
@@ -65,11 +66,12 @@ def _exporters(model, fmt: str, encoder_only: bool, config=None):
     from vitjax.models.dino import DINO
     from vitjax.models.mae import MAE
     from vitjax.models.vit import ViT
+    norm = _normalisation(config)      # timm's pretrained_cfg records the run's input normalisation
     if isinstance(model, DINO):
         vit = dino_backbone(model, None)[0]
         if fmt == "timm":
             return ((lambda p: vx.to_timm(dino_backbone(model, p)[1], vit)),
-                    (lambda: vx.timm_config(vit, **_normalisation(config))), vx, "timm")
+                    (lambda: vx.timm_config(vit, **norm)), vx, "timm")
         if fmt == "hf":
             return (lambda p: _dino_hf(p, model)), (lambda: _dino_hf_config(model)), vx, "hf_vitmodel"
     elif isinstance(model, MAE):
@@ -77,15 +79,15 @@ def _exporters(model, fmt: str, encoder_only: bool, config=None):
         enc = mx.encoder_model(model)
         if fmt == "timm" or (fmt == "hf" and encoder_only):
             to = vx.to_timm if fmt == "timm" else vx.to_hf
-            cfg = vx.timm_config if fmt == "timm" else vx.hf_config
-            return (lambda p: to(mx.encoder_params(p), enc)), (lambda: cfg(enc)), vx, fmt
+            cfg = (lambda: vx.timm_config(enc, **norm)) if fmt == "timm" else (lambda: vx.hf_config(enc))
+            return (lambda p: to(mx.encoder_params(p), enc)), cfg, vx, fmt
         if fmt == "hf":
             return (lambda p: mx.to_hf(p, model)), (lambda: mx.hf_config(model)), vx, "hf_mae"
     elif isinstance(model, ViT):
         if fmt == "hf":
             return (lambda p: vx.to_hf(p, model)), (lambda: vx.hf_config(model)), vx, fmt
         if fmt == "timm":
-            return (lambda p: vx.to_timm(p, model)), (lambda: vx.timm_config(model)), vx, fmt
+            return (lambda p: vx.to_timm(p, model)), (lambda: vx.timm_config(model, **norm)), vx, fmt
     else:
         from vitjax.models.clip import CLIP
         from vitjax.models.perceiver import Perceiver
@@ -104,10 +106,10 @@ def _exporters(model, fmt: str, encoder_only: bool, config=None):
             from vitjax.export import swin as sx
             if fmt == "hf":
                 return (lambda p: sx.to_hf(p, model)), (lambda: sx.hf_config(model)), vx, "hf_swin"
-            return (lambda p: sx.to_timm(p, model)), (lambda: sx.timm_config(model)), vx, "timm"
+            return (lambda p: sx.to_timm(p, model)), (lambda: sx.timm_config(model, **norm)), vx, "timm"
         if isinstance(model, PVT) and fmt == "timm":
             from vitjax.export import pvt as pv
-            return (lambda p: pv.to_timm(p, model)), (lambda: pv.timm_config(model)), vx, "timm"
+            return (lambda p: pv.to_timm(p, model)), (lambda: pv.timm_config(model, **norm)), vx, "timm"
     raise ValueError(f"a {type(model).__name__} cannot be exported as --format {fmt}; see "
                      f"python -m vitjax.export --help for what each model supports")
 
