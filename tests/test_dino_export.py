@@ -257,3 +257,15 @@ def test_probe_cli_scores_the_teacher_as_training_did(dino_run, tmp_path):
     res = json.loads(out.read_text())
     assert res["params"].endswith("(DINO teacher)") and res["test_examples"] == 360
     assert res["knn_top1"] == pytest.approx(final["eval/knn_top1"], abs=1e-6)
+
+
+def test_probe_cli_caps_the_training_features_of_an_objective(dino_run, tmp_path):
+    """--max_train_examples caps the kNN bank also where the objective embeds the features itself
+    (DINO's teacher backbone), not only for plain classifiers."""
+    from vitjax.probe import main
+    wd = dino_run[0]
+    out = tmp_path / "probe.json"
+    assert main(["--workdir", str(wd), "--methods", "knn", "--max_train_examples", "240",
+                 "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["train_examples"] == 240 and res["test_examples"] == 360

@@ -27,7 +27,7 @@ def features(trainer, params, source, max_examples=None):
     the model's pooled features)."""
     obj, model = trainer.objective, trainer.model
     if hasattr(obj, "features"):
-        return obj.features(trainer, params, source)
+        return obj.features(trainer, params, source, max_examples=max_examples)
 
     def fn(p, b):
         return {"feat": model.apply({"params": p}, b["image"], output="features")}

@@ -49,10 +49,13 @@ class ProbedObjective(Objective):
     def feature_name(self) -> str:
         return type(self).__name__.lower()
 
-    def features(self, trainer, params, source):
-        """{"feat": [N, D], "label": [N]} of a whole split under ``params``."""
+    def features(self, trainer, params, source, max_examples=None):
+        """{"feat": [N, D], "label": [N]} of a whole split under ``params``: at most ``max_examples``
+        when given, else at most ``probe_train_examples`` of the training split."""
         f = self.feature_fn(trainer.model)
-        limit = self.probe_train_examples if source is trainer.train_source else None
+        limit = max_examples
+        if limit is None and source is trainer.train_source:
+            limit = self.probe_train_examples
         return trainer.map_batches(f"features_{self.feature_name()}", lambda p, b: {"feat": f(p, b["image"])},
                                    params, source, max_examples=limit)
 
