@@ -40,7 +40,7 @@ def get_config():
     c.objective = dict(
         name="dino", num_local_crops=NUM_LOCAL, local_crop_size=8,
         student_temp=0.1, teacher_temp=0.07, warmup_teacher_temp=0.04, warmup_teacher_temp_epochs=30,
-        center_momentum=0.9, momentum_teacher=0.996, freeze_last_layer_epochs=1.0, eval_teacher=True,
+        center_momentum=0.9, momentum_teacher=0.996, centering="ema", sinkhorn_iterations=3, freeze_last_layer_epochs=1.0, eval_teacher=True,
         probe=["knn", "ncm", "linear"], probe_train_examples=None, knn_k=20, knn_temperature=0.07,
         linear_epochs=100, linear_batch_size=256, linear_lr=0.1, linear_optimizer="sgd", num_classes=10)
 

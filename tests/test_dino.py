@@ -13,7 +13,7 @@ import pytest
 
 from vitjax.config import ConfigError
 from vitjax.models.dino import DINO, DINOHead
-from vitjax.objectives.dino import dino_loss, teacher_momentum, teacher_temperature
+from vitjax.objectives.dino import dino_loss, sinkhorn_knopp, teacher_momentum, teacher_temperature
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
@@ -52,6 +52,45 @@ def test_loss_equals_official_dino_loss(n_local):
     g_t = jax.grad(lambda t: dino_loss(jnp.asarray(student), t, jnp.asarray(center), 0.1, 0.04)[0])(
         jnp.asarray(teacher))
     assert float(jnp.abs(g_t).max()) == 0.0
+
+
+def _official_sinkhorn_knopp(torch, teacher_output, teacher_temp, n_iterations=3):
+    """facebookresearch/dinov2 dinov2/loss/dino_clstoken_loss.py sinkhorn_knopp_teacher (one process)."""
+    Q = torch.exp(teacher_output.float() / teacher_temp).t()
+    B, K = Q.shape[1], Q.shape[0]
+    Q /= torch.sum(Q)
+    for _ in range(n_iterations):
+        Q /= torch.sum(Q, dim=1, keepdim=True)
+        Q /= K
+        Q /= torch.sum(Q, dim=0, keepdim=True)
+        Q /= B
+    Q *= B
+    return Q.t()
+
+
+@pytest.mark.parametrize("iterations", [1, 3])
+def test_sinkhorn_knopp_centering_equals_dinov2(iterations):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    b, k = 6, 40
+    student = rng.normal(size=(b, 4, k)).astype(np.float32)
+    teacher = rng.normal(size=(b, 2, k)).astype(np.float32)
+    ref = _official_sinkhorn_knopp(torch, torch.tensor(teacher.reshape(2 * b, k)), 0.5, iterations).numpy()
+    ours = np.asarray(sinkhorn_knopp(jnp.asarray(teacher.reshape(2 * b, k)), 0.5, iterations))
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)
+    # Rows are assignments (sum 1); after the rounds every prototype holds close to 1/K of the mass.
+    np.testing.assert_allclose(ours.sum(axis=1), 1.0, rtol=1e-5)
+    # The loss takes the Sinkhorn targets in place of the centred softmax, the centre is ignored.
+    loss, p_t = dino_loss(jnp.asarray(student), jnp.asarray(teacher), jnp.full((k,), 7.0), 0.1, 0.5,
+                          "sinkhorn_knopp", iterations)
+    np.testing.assert_allclose(np.asarray(p_t).reshape(2 * b, k), ref, rtol=1e-5, atol=1e-7)
+    log_s = np.asarray(jax.nn.log_softmax(jnp.asarray(student) / 0.1, axis=-1))
+    ce = -np.einsum("bik,bjk->ij", ref.reshape(b, 2, k), log_s) / b
+    pairs = 1 - np.eye(2, 4)
+    np.testing.assert_allclose(float(loss), (ce * pairs).sum() / pairs.sum(), rtol=1e-5)
+    # Log space: a temperature at which exp(logits / temp) overflows float32 still gives assignments.
+    sharp = np.asarray(sinkhorn_knopp(jnp.asarray(teacher.reshape(2 * b, k)) * 10, 0.01, iterations))
+    assert np.isfinite(sharp).all() and np.allclose(sharp.sum(axis=1), 1.0, rtol=1e-5)
 
 
 def test_head_equals_official_dino_head():
@@ -196,6 +235,7 @@ def test_two_view_dino_without_local_crops(tmp_path):
 @pytest.mark.parametrize("over, msg", [
     ({"objective.local_crop_size": "6"}, "local_crop_size=6 is not a multiple of the model's patch_size=4"),
     ({"objective.num_local_crops": "-1"}, "num_local_crops=-1 must be >= 0"),
+    ({"objective.centering": "softmax"}, "objective.centering='softmax'; choose 'ema'"),
     ({"objective.probe": '["knn", "svm"]'}, "objective.probe has 'svm'"),
     ({"optim.clip_mode": "rms"}, "optim.clip_mode='rms'"),
 ])

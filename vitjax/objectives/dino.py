@@ -47,11 +47,35 @@ def teacher_temperature(step, steps_per_epoch: int, warmup_temp: float, temp: fl
     return jnp.where(epoch < warmup_epochs, ramp, temp)
 
 
-def dino_loss(student, teacher, center, student_temp, teacher_temp):
+def sinkhorn_knopp(logits, temp, iterations: int = 3):
+    """DINOv2's Sinkhorn-Knopp centring (Oquab et al. 2023; SwAV, Caron et al. 2020): logits
+    [N, K] of the whole (global) batch -> assignments [N, K], each row summing to 1, after
+    ``iterations`` rounds of giving every prototype 1/K and every sample 1/N of the mass of
+    exp(logits / temp). The same arithmetic as dinov2's ``sinkhorn_knopp_teacher``, in log space
+    (no overflow at small temperatures). Under ``jit`` the sums run over the global batch, which is
+    what its all-reduces compute."""
+    n, k = logits.shape
+    log_q = logits.astype(jnp.float32) / temp
+    log_q = log_q - jax.nn.logsumexp(log_q)
+    for _ in range(iterations):
+        log_q = log_q - jax.nn.logsumexp(log_q, axis=0, keepdims=True) - jnp.log(k)
+        log_q = log_q - jax.nn.logsumexp(log_q, axis=1, keepdims=True) - jnp.log(n)
+    return jnp.exp(log_q + jnp.log(n))
+
+
+def dino_loss(student, teacher, center, student_temp, teacher_temp, centering: str = "ema",
+              sinkhorn_iterations: int = 3):
     """student [B, V, K], teacher [B, T, K] (the first T student views are the teacher's views, in
     the same order) -> (loss, per-image teacher probabilities [B, T, K]). Cross-entropy averaged
-    over all (teacher view i, student view j != i) pairs and the batch."""
-    t = jax.nn.softmax((teacher.astype(jnp.float32) - center) / teacher_temp, axis=-1)
+    over all (teacher view i, student view j != i) pairs and the batch.
+
+    ``centering``: "ema" (DINO): softmax((teacher - center) / teacher_temp); "sinkhorn_knopp"
+    (DINOv2): ``sinkhorn_knopp`` over all B*T teacher outputs (``center`` unused)."""
+    if centering == "sinkhorn_knopp":
+        b, n_t, k = teacher.shape
+        t = sinkhorn_knopp(teacher.reshape(b * n_t, k), teacher_temp, sinkhorn_iterations).reshape(b, n_t, k)
+    else:
+        t = jax.nn.softmax((teacher.astype(jnp.float32) - center) / teacher_temp, axis=-1)
     t = jax.lax.stop_gradient(t)
     log_s = jax.nn.log_softmax(student.astype(jnp.float32) / student_temp, axis=-1)
     ce = -jnp.einsum("bik,bjk->bij", t, log_s).mean(axis=0)          # [T, V]
@@ -73,6 +97,10 @@ class DINOObjective(ProbedObjective):
       student_temp: 0.1. teacher_temp: the final teacher temperature (0.04 to 0.07; 0.07 after the
         warmup). warmup_teacher_temp, warmup_teacher_temp_epochs: the warmup (0.04, 30 epochs).
       center_momentum: 0.9. momentum_teacher: the EMA's starting momentum (0.996; cosine to 1).
+      centering: how the teacher's outputs are balanced across prototypes: "ema" (DINO: subtract
+        the EMA centre, then the sharpened softmax) or "sinkhorn_knopp" (DINOv2: Sinkhorn-Knopp
+        over the batch's teacher outputs at the teacher temperature; the centre is still tracked
+        but not used). sinkhorn_iterations: its rounds (DINOv2: 3).
       freeze_last_layer_epochs: the head's last layer is held fixed for these epochs (1).
       eval_teacher: evaluate (and probe) the teacher, as the paper (True) or the student.
       probe, probe_train_examples, knn_k, knn_temperature, linear_*, num_classes: the probes run at
@@ -83,7 +111,8 @@ class DINOObjective(ProbedObjective):
     def __init__(self, num_local_crops: int = 8, local_crop_size: int = 96, student_temp: float = 0.1,
                  teacher_temp: float = 0.07, warmup_teacher_temp: float = 0.04,
                  warmup_teacher_temp_epochs: int = 30, center_momentum: float = 0.9,
-                 momentum_teacher: float = 0.996, freeze_last_layer_epochs: float = 1.0,
+                 momentum_teacher: float = 0.996, centering: str = "ema", sinkhorn_iterations: int = 3,
+                 freeze_last_layer_epochs: float = 1.0,
                  eval_teacher: bool = True, probe=("knn", "ncm", "linear"), probe_train_examples=None,
                  knn_k: int = 20, knn_temperature: float = 0.07, linear_epochs: int = 100,
                  linear_batch_size: int = 1024, linear_lr: float = 0.1, linear_optimizer: str = "sgd",
@@ -97,6 +126,11 @@ class DINOObjective(ProbedObjective):
         if not 0.0 <= momentum_teacher <= 1.0 or not 0.0 <= center_momentum <= 1.0:
             raise ValueError(f"objective.momentum_teacher={momentum_teacher} and center_momentum="
                              f"{center_momentum} must be in [0, 1] (paper: 0.996 and 0.9)")
+        if centering not in ("ema", "sinkhorn_knopp"):
+            raise ValueError(f"objective.centering={centering!r}; choose 'ema' (DINO) or 'sinkhorn_knopp' (DINOv2)")
+        if sinkhorn_iterations < 1:
+            raise ValueError(f"objective.sinkhorn_iterations={sinkhorn_iterations} must be >= 1 (DINOv2: 3)")
+        self.centering, self.sinkhorn_iterations = centering, int(sinkhorn_iterations)
         self.num_local, self.local_size = int(num_local_crops), int(local_crop_size)
         self.student_temp, self.teacher_temp = float(student_temp), float(teacher_temp)
         self.warmup_teacher_temp = float(warmup_teacher_temp)
@@ -194,7 +228,8 @@ class DINOObjective(ProbedObjective):
         teacher = model.apply({"params": jax.lax.stop_gradient(state["teacher"])}, g_flat, train=False)
         teacher = teacher.reshape(student.shape[0], 2, -1).astype(jnp.float32)
         t_temp = self.temperatures(step)
-        loss, p_t = dino_loss(student, teacher, state["center"], self.student_temp, t_temp)
+        loss, p_t = dino_loss(student, teacher, state["center"], self.student_temp, t_temp, self.centering,
+                              self.sinkhorn_iterations)
         h = entropy(p_t).mean()
         metrics = {"loss": loss, "teacher_entropy": h,
                    "teacher_batch_entropy": entropy(p_t.mean(axis=(0, 1))),
