@@ -575,6 +575,7 @@ class Trainer:
             bar.close()
             writer.close()
             ckpt.close()
+            data_it.close()      # stops grain's prefetch threads and worker processes
         self.state = state
         return final_eval
 
