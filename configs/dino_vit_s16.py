@@ -38,7 +38,8 @@ def dino_imagenet(variant: str = "S/16", epochs: int = 300, batch_size: int = 10
     c.objective = dict(
         name="dino", num_local_crops=num_local, local_crop_size=96, student_temp=0.1, teacher_temp=0.07,
         warmup_teacher_temp=0.04, warmup_teacher_temp_epochs=warmup_teacher_temp_epochs, center_momentum=0.9,
-        momentum_teacher=0.996, freeze_last_layer_epochs=float(freeze_last_layer), eval_teacher=True,
+        momentum_teacher=0.996, centering="ema", sinkhorn_iterations=3,     # "sinkhorn_knopp": DINOv2's
+        freeze_last_layer_epochs=float(freeze_last_layer), eval_teacher=True,
         probe=["knn", "ncm", "linear"], probe_train_examples=100_000, knn_k=20, knn_temperature=0.07,
         linear_epochs=100, linear_batch_size=1024, linear_lr=0.1, linear_optimizer="sgd", num_classes=1000)
 
