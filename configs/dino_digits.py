@@ -25,8 +25,8 @@ at a time; teacher kNN at the end; this recipe scores 0.853 there):
 * lr 3e-3 (the paper's rule gives 5e-4 x 64/256), since the run is ~100x shorter: 0.828 at 1e-3.
 
 Over the full 3,300 steps the teacher reaches kNN 0.964, NCM 0.919, linear 0.978 (kNN 0.931 at step
-1,100); the same backbone at random init scores 0.572 / 0.436 / 0.750. Teacher entropy 5.5 -> 3.4, batch-mean
-entropy 6.9 -> 6.7: sharp outputs spread over the prototypes, no collapse.
+1,100); the same backbone at random init scores 0.572 / 0.436 / 0.750. Teacher entropy 5.5 -> 3.4,
+batch-mean entropy 6.9 -> 6.7: sharp outputs spread over the prototypes, no collapse.
 """
 import ml_collections
 

@@ -78,7 +78,7 @@ def test_sinkhorn_knopp_centering_equals_dinov2(iterations):
     ref = _official_sinkhorn_knopp(torch, torch.tensor(teacher.reshape(2 * b, k)), 0.5, iterations).numpy()
     ours = np.asarray(sinkhorn_knopp(jnp.asarray(teacher.reshape(2 * b, k)), 0.5, iterations))
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)
-    # Rows are assignments (sum 1); after the rounds every prototype holds close to 1/K of the mass.
+    # Rows are assignments: each sums to 1 (the last round normalises the samples).
     np.testing.assert_allclose(ours.sum(axis=1), 1.0, rtol=1e-5)
     # The loss takes the Sinkhorn targets in place of the centred softmax, the centre is ignored.
     loss, p_t = dino_loss(jnp.asarray(student), jnp.asarray(teacher), jnp.full((k,), 7.0), 0.1, 0.5,
