@@ -16,6 +16,8 @@ INSTALL_REQUIRES = [
     "einops>=0.8.2,<0.9",
     "safetensors>=0.8.0,<0.9",
     "scikit-learn>=1.9.1,<2",           # ships the embedded digits dataset
+    "scipy>=1.17,<2",                   # scaling-law fits (L-BFGS-B)
+    "threadpoolctl>=3.5,<4",            # one BLAS thread per bootstrap worker in the fits
     "numpy>=2.4,<3",
     "pillow>=12,<14",
     "tqdm>=4.70,<5",                    # progress bars
@@ -35,7 +37,8 @@ EXTRAS = {
         "timm>=1.0.31,<1.1",
         "open-clip-torch>=3.3.0,<3.4",
     ],
-    "test": ["pytest>=8,<10", "matplotlib>=3.8,<4"],
+    # pytest-xdist: the README's test command runs the suite on 2 workers (CI budget: 20 minutes).
+    "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "matplotlib>=3.8,<4"],
 }
 
 setup(

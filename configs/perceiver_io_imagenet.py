@@ -2,7 +2,7 @@
 Architecture for Structured Inputs & Outputs", ICLR; the ImageNet table reports 79.0% top-1 for
 pixels + 2-D Fourier features without pretraining). Same architecture as HF's
 ``deepmind/vision-perceiver-fourier`` (``PerceiverForImageClassificationFourier``), so
-``vitjax.export.perceiver`` converts its weights both ways.
+``vitjax.interop.perceiver`` converts its weights both ways.
 
     python -m vitjax.train --config configs/perceiver_io_imagenet.py --workdir workdirs/perceiver_io_i1k \
         --config.input.data.data_dir=~/tensorflow_datasets

@@ -6,7 +6,7 @@ patches) against the same model with the encoder on all 196 patches (mask tokens
 
 On every platform: the XLA cost-analysis FLOPs of both compiled steps (forward + backward + AdamW)
 and their ratio (the paper's goal: >= 3x). On a GPU/TPU also the median step time of each, their
-ratio, and MFU against the device's bf16 peak (``vitjax.flops.PEAK_FLOPS``). On CPU the steps are
+ratio, and MFU against the device's bf16 peak (``vitjax.training.flops.PEAK_FLOPS``). On CPU the steps are
 compiled but not run (``--run`` runs them anyway). Prints a table and one JSON line.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     import optax
     from flax import linen as nn
 
-    from vitjax.flops import compiled_flops, device_peak_flops
+    from vitjax.training.flops import compiled_flops, device_peak_flops
     from vitjax.models.mae import MAE, mae, mae_loss, pixel_targets
 
     model = mae(args.variant, image_size=args.image_size, dtype=args.dtype)

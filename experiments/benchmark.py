@@ -4,8 +4,8 @@
 
 For each model: steady-state step time (median over --steps after --warmup), images/s, model
 TFLOP/s and MFU. Model FLOPs = 3 x forward matmul FLOPs, counted analytically
-(``vitjax.flops.vit_train_flops``) and cross-checked against XLA's cost analysis of the compiled step;
-the peak comes from ``vitjax.flops.PEAK_FLOPS`` by device kind (MFU is omitted where unknown, e.g.
+(``vitjax.training.flops.vit_train_flops``) and cross-checked against XLA's cost analysis of the compiled step;
+the peak comes from ``vitjax.training.flops.PEAK_FLOPS`` by device kind (MFU is omitted where unknown, e.g.
 CPU). Data is synthetic and already on device, so this measures the model and optimizer, not input.
 The PyTorch side runs timm's VisionTransformer built to the same shape, with bf16 autocast, fused
 AdamW where available and torch.compile (on by default on GPU, --torch_compile to force), in the same
@@ -27,8 +27,8 @@ def bench_vitjax(name: str, batch: int, dtype: str, steps: int, warmup: int, rem
                  overrides: dict | None = None) -> dict:
     import jax
     from vitjax.config import load_config_file
-    from vitjax.flops import device_peak_flops, vit_train_flops
-    from vitjax.trainer import Trainer
+    from vitjax.training.flops import device_peak_flops, vit_train_flops
+    from vitjax.training.trainer import Trainer
 
     cfg = load_config_file(os.path.join(os.path.dirname(__file__), "..", "configs", "vit_b16_imagenet.py"))
     with cfg.unlocked():
@@ -44,7 +44,7 @@ def bench_vitjax(name: str, batch: int, dtype: str, steps: int, warmup: int, rem
     abstract = trainer.setup_state()
     state = trainer.init_state()
     example = trainer.objective.example_batch(trainer.model, batch)
-    shardings = trainer.batch_sharding(example)
+    shardings = trainer.batches.batch_sharding(example)
     rng = np.random.default_rng(0)
     batch_arrays = {
         "image": jax.device_put(rng.normal(size=example["image"].shape).astype(np.float32), shardings["image"]),
@@ -82,10 +82,10 @@ def bench_timm(name: str, batch: int, dtype: str, steps: int, warmup: int, compi
                overrides: dict | None = None) -> dict:
     import torch
     import vitjax
-    from vitjax.export.vit import timm_config
-    from vitjax.flops import vit_train_flops
+    from vitjax.interop.vit import timm_config
+    from vitjax.training.flops import vit_train_flops
 
-    from vitjax.export.torch_compat import fix_cpu_torchvision
+    from torch_compat import fix_cpu_torchvision
     fix_cpu_torchvision()   # the CUDA-only torchvision wheel needs it next to CPU torch
     import timm
 
@@ -132,7 +132,7 @@ def bench_timm(name: str, batch: int, dtype: str, steps: int, warmup: int, compi
         times.append(time.perf_counter() - t0)
     dt = statistics.median(times)
     flops = vit_train_flops(model_j, batch)
-    from vitjax.flops import PEAK_FLOPS
+    from vitjax.training.flops import PEAK_FLOPS
     kind = torch.cuda.get_device_name() if cuda else "cpu"
     peak = next((v for k, v in PEAK_FLOPS.items() if kind.startswith(k)), None)
     return dict(framework="timm", model=name, batch=batch, dtype=dtype, torch_compile=bool(compile_model),

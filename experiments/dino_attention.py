@@ -72,7 +72,7 @@ def main(argv=None) -> int:
 
     from PIL import Image
 
-    from vitjax.checkpoint import load_workdir, weights_for, workdir_model
+    from vitjax.training.workdir import load_workdir, weights_for, workdir_model
     from vitjax.data import eval_batches
     from vitjax.data.sources import get_eval_source
     from vitjax.evals.attention import cls_attention_maps
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
         return 2
     config, model, params = load_workdir(args.workdir, args.step, weights=weights)
     if isinstance(model, MAE):
-        from vitjax.export import mae as mx
+        from vitjax.interop import mae as mx
         model, params = mx.encoder_model(model), mx.encoder_params(params)
     source = get_eval_source(config.input.data, config.input.get("eval_data"))
     batch = next(iter(eval_batches(source, config.input.eval_ops, args.num_images, num_threads=0)))

@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vitjax.checkpoint import load_workdir
+    from vitjax.training.workdir import load_workdir
     from vitjax.data import eval_batches
     from vitjax.data.sources import get_eval_source
     from vitjax.models.mae import MAE

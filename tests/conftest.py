@@ -14,7 +14,7 @@ jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_default_matmul_precision", "highest")
 
 
-from vitjax.export.torch_compat import fix_cpu_torchvision  # noqa: E402
+from torch_compat import fix_cpu_torchvision  # noqa: E402
 
 fix_cpu_torchvision()
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import pytest
 
 import vitjax
-from vitjax.flops import compiled_flops, device_peak_flops, vit_forward_matmul_flops
+from vitjax.training.flops import compiled_flops, device_peak_flops, vit_forward_matmul_flops
 
 from conftest import REPO
 

@@ -164,7 +164,7 @@ def test_train_on_digit_captions_sharded_logs_zeroshot_and_retrieval(tmp_path):
     tower must come out of training unchanged (no gradient, and no weight decay either: the trainer
     routes it to optax.set_to_zero) while the text tower moves."""
     from vitjax.config import load_config_file, set_key
-    from vitjax.trainer import Trainer
+    from vitjax.training.trainer import Trainer
     c = load_config_file("configs/clip_digits.py")
     for k, v in {"model.vision_width": "32", "model.vision_depth": "1", "model.vision_mlp_dim": "64",
                  "model.text_width": "32", "model.text_depth": "1", "model.text_mlp_dim": "64",
@@ -202,8 +202,8 @@ def test_lit_initialises_the_image_tower_from_a_pretrained_vit(tmp_path):
     pytest.importorskip("torch")
     from flax import linen as nn
     from vitjax.config import load_config_file, set_key
-    from vitjax.export import vit as vx
-    from vitjax.trainer import Trainer
+    from vitjax.interop import vit as vx
+    from vitjax.training.trainer import Trainer
     c = load_config_file("configs/clip_digits.py")
     for k, v in {"model.vision_width": "32", "model.vision_depth": "1", "model.vision_mlp_dim": "64",
                  "model.text_width": "32", "model.text_depth": "1", "model.text_mlp_dim": "64",
@@ -219,7 +219,7 @@ def test_lit_initialises_the_image_tower_from_a_pretrained_vit(tmp_path):
     vit_params = jax.tree.map(lambda a: np.random.default_rng(0).normal(size=a.shape).astype(np.float32), shapes)
     vx.write_export(tmp_path / "vit", vx.to_timm(vit_params, tower), vx.timm_config(tower))
     set_key(c, "init.path", str(tmp_path / "vit" / "model.safetensors"))
-    merged = tr._load_init_params(state.params)
+    merged = tr.load_init_params(state.params)
     np.testing.assert_allclose(np.asarray(merged["img"]["patch_embed"]["kernel"]), vit_params["patch_embed"]["kernel"],
                                rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(merged["txt"]["token_embed"]["embedding"]),

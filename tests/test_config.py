@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from vitjax.config import ConfigError, apply_overrides, load_config_file, validate
-from vitjax.optim import decay_mask, schedule
+from vitjax.training.optim import decay_mask, schedule
 
 from conftest import REPO
 

@@ -147,7 +147,7 @@ def _leaf(tree, *path):
 
 
 def test_teacher_is_ema_of_student_sharded_checkpointed_and_last_layer_frozen(tmp_path):
-    from vitjax.trainer import Trainer
+    from vitjax.training.trainer import Trainer
     c = _config(tmp_path, **{"mesh.data": "2", "mesh.fsdp": "4",
                              "objective.freeze_last_layer_epochs": str(3 / 89)})   # 3 steps of 89 per epoch
     tr = Trainer(c, str(tmp_path / "run"))
@@ -190,7 +190,7 @@ def test_teacher_is_ema_of_student_sharded_checkpointed_and_last_layer_frozen(tm
 
 
 def test_run_logs_probes_and_entropy_and_resumes_teacher(tmp_path):
-    from vitjax.trainer import Trainer
+    from vitjax.training.trainer import Trainer
     c = _config(tmp_path)
     tr = Trainer(c, str(tmp_path / "run"))
     final = tr.train()
@@ -200,7 +200,7 @@ def test_run_logs_probes_and_entropy_and_resumes_teacher(tmp_path):
     assert len(ent) == 4 and all(0 < e <= np.log(64) + 1e-4 for e in ent)
     teacher, center = jax.device_get(tr.state.extra["teacher"]), jax.device_get(tr.state.extra["center"])
     # A resumed run restores teacher and centre from the step-4 checkpoint (what train() resumes from).
-    from vitjax.checkpoint import Checkpointer
+    from vitjax.training.checkpoint import Checkpointer
     ck = Checkpointer(str(tmp_path / "run"), async_save=False)
     restored = ck.restore(4, tr.abstract_state)
     ck.close()
@@ -214,7 +214,7 @@ def test_run_logs_probes_and_entropy_and_resumes_teacher(tmp_path):
 def test_two_view_dino_without_local_crops(tmp_path):
     from vitjax import sharding as sh
     from vitjax.data.pipeline import train_iterator
-    from vitjax.trainer import Trainer
+    from vitjax.training.trainer import Trainer
     c = _config(tmp_path, n_local=0)
     tr = Trainer(c, str(tmp_path / "run"))
     assert "image_local" not in tr.objective.example_batch(tr.model, 4)
@@ -224,8 +224,8 @@ def test_two_view_dino_without_local_crops(tmp_path):
                                 process_count=1, num_threads=0))
     assert sorted(local) == ["image_global", "label"]
     batch = sh.host_local_to_global(local, tr.mesh, tr.rules)
-    with tr._ctx():
-        loss, metrics, _, grads = jax.jit(lambda s, b: tr._loss_and_grads(s.params, b, jax.random.key(0), s.extra,
+    with tr.mesh_context():
+        loss, metrics, _, grads = jax.jit(lambda s, b: tr.loss_and_grads(s.params, b, jax.random.key(0), s.extra,
                                                                           s.step))(state, batch)
     # Two views: the pairs (g1 -> g2) and (g2 -> g1) only; at init teacher == student.
     assert np.isfinite(float(loss)) and 0 < float(loss) < 2 * np.log(64)
@@ -240,20 +240,20 @@ def test_two_view_dino_without_local_crops(tmp_path):
     ({"optim.clip_mode": "rms"}, "optim.clip_mode='rms'"),
 ])
 def test_bad_settings_fail_at_start_up(tmp_path, over, msg):
-    from vitjax.trainer import Trainer
+    from vitjax.training.trainer import Trainer
     with pytest.raises(ConfigError, match=msg.replace("(", r"\(").replace("[", r"\[")):
         Trainer(_config(tmp_path, **over), str(tmp_path / "run"))
 
 
 def test_data_with_other_crop_count_is_refused(tmp_path):
-    from vitjax.trainer import Trainer
+    from vitjax.training.trainer import Trainer
     c = _config(tmp_path, **{"input.train_ops.0.num_local": "3", "train.total_steps": "1"})
     with pytest.raises(ValueError, match="the data give 2 global and 3 local crops but objective.num_local_crops=2"):
         Trainer(c, str(tmp_path / "run")).train()
 
 
 def test_model_that_is_not_dino_is_refused(tmp_path, tiny_config):
-    from vitjax.trainer import Trainer
+    from vitjax.training.trainer import Trainer
     c = tiny_config()
     c.objective = dict(name="dino")
     with pytest.raises(ConfigError, match="objective 'dino' needs a DINO model"):

@@ -17,8 +17,9 @@ import pytest
 from flax import linen as nn
 
 from vitjax.evals.attention import cls_attention_maps
-from vitjax.export import vit as vx
-from vitjax.export.__main__ import _exporters, dino_backbone
+from vitjax.interop import vit as vx
+from vitjax.interop.dino import dino_backbone
+from vitjax.interop.registry import exporter
 from vitjax.models.dino import DINO
 from vitjax.models.vit import ViT
 
@@ -69,7 +70,7 @@ def tiny():
 def _timm_net(model, params):
     """The CLI's timm export of ``params``, loaded strictly into a VisionTransformer built from the
     exported config."""
-    to_fn, cfg_fn, _, kind = _exporters(model, "timm", False)
+    to_fn, cfg_fn, _, kind = exporter(model, "timm", False)
     cfg = cfg_fn()
     assert kind == "timm" and cfg["num_classes"] == 0 and cfg["model_args"]["num_classes"] == 0
     net = VisionTransformer(**cfg["model_args"]).eval()
@@ -96,7 +97,7 @@ def test_backbone_to_timm_and_back(tiny):
 
 def test_backbone_to_hf_vitmodel_and_back(tiny, tmp_path):
     model, params, x, want = tiny
-    to_fn, cfg_fn, writer, kind = _exporters(model, "hf", False)
+    to_fn, cfg_fn, writer, kind = exporter(model, "hf", False)
     assert kind == "hf_vitmodel"
     sd = to_fn(params)
     assert "embeddings.cls_token" in sd and not any(k.startswith("vit.") for k in sd)
@@ -122,13 +123,13 @@ def test_dino_s16_exports_as_timm_vit_small_dino_layout():
     """ViT-S/16 DINO -> timm vit_small_patch16_224 whose keys and shapes are those of timm's
     ``vit_small_patch16_224.dino`` (num_classes=0, no head); shapes only, nothing computed."""
     model = DINO(image_size=224, patch_size=16)
-    _, cfg_fn, _, _ = _exporters(model, "timm", False)
+    _, cfg_fn, _, _ = exporter(model, "timm", False)
     cfg = cfg_fn()
     assert cfg["architecture"] == "vit_small_patch16_224" and cfg["num_classes"] == 0
     ref = timm.create_model("vit_small_patch16_224.dino", pretrained=False)
     assert ref.num_classes == 0
     theirs = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
-    assert vx._timm_shapes(dino_backbone(model, None)[0]) == theirs
+    assert vx.timm_shapes(dino_backbone(model, None)[0]) == theirs
 
 
 # ------------------------------------------------------------------------------------ attention maps
@@ -168,7 +169,7 @@ def _tiny_dino_config():
 
 @pytest.fixture(scope="module")
 def dino_run(tmp_path_factory):
-    from vitjax.trainer import Trainer
+    from vitjax.training.trainer import Trainer
     wd = tmp_path_factory.mktemp("dino")
     t = Trainer(_tiny_dino_config(), str(wd))
     final = t.train()
@@ -182,8 +183,9 @@ def _max_diff(a, b):
 
 def test_load_workdir_teacher(dino_run, tmp_path, tiny_config):
     import vitjax
-    from vitjax.checkpoint import Checkpointer, load_workdir
-    from vitjax.trainer import TrainState
+    from vitjax.training.checkpoint import Checkpointer
+    from vitjax.training.workdir import load_workdir
+    from vitjax.training.trainer import TrainState
     wd, student, teacher, _ = dino_run
     _, model, loaded_student = load_workdir(str(wd))
     _, _, loaded_teacher = vitjax.load(str(wd), weights="teacher")
@@ -197,21 +199,21 @@ def test_load_workdir_teacher(dino_run, tmp_path, tiny_config):
 
     # A classifier workdir (a checkpoint with extra={}) has no teacher.
     from vitjax import config as config_lib
-    from vitjax.checkpoint import abstract_params
-    from vitjax.trainer import build_model
+    from vitjax.models.registry import model_param_shapes
+    from vitjax.models import build_model
     cfg = tiny_config()
     other = tmp_path / "vit"
     other.mkdir()
     (other / "config.json").write_text(config_lib.to_json(cfg))
     vit = build_model(cfg)
-    params = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract_params(vit, cfg))
+    params = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), model_param_shapes(vit))
     ck = Checkpointer(str(other), async_save=False)
     ck.save(1, TrainState(step=np.int32(1), params=params, opt_state={}, extra={}))
     ck.close()
     assert jax.tree.structure(load_workdir(str(other))[2]) == jax.tree.structure(params)
     with pytest.raises(ValueError, match=rf"{other}.*only DINO runs have a teacher.*weights='params'"):
         load_workdir(str(other), weights="teacher")
-    from vitjax.export.__main__ import main
+    from vitjax.export import main
     assert main(["--workdir", str(other), "--format", "timm", "--out", str(tmp_path / "x"), "--student"]) == 2
     with pytest.raises(ValueError, match="choose one of"):
         load_workdir(str(wd), weights="ema")
@@ -219,8 +221,8 @@ def test_load_workdir_teacher(dino_run, tmp_path, tiny_config):
 
 def test_export_cli_writes_the_teachers_backbone(dino_run, tmp_path, capsys):
     from safetensors.numpy import load_file
-    from vitjax.checkpoint import workdir_model
-    from vitjax.export.__main__ import main
+    from vitjax.training.workdir import workdir_model
+    from vitjax.export import main
     wd, student, teacher, _ = dino_run
     vit = dino_backbone(workdir_model(str(wd))[1], None)[0]
     assert main(["--workdir", str(wd), "--format", "timm", "--out", str(tmp_path / "t")]) == 0

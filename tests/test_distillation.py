@@ -12,7 +12,7 @@ import pytest
 from flax import linen as nn
 
 from vitjax.config import ConfigError, set_key
-from vitjax.export import vit as vx
+from vitjax.interop import vit as vx
 from vitjax.models.vit import ViT
 from vitjax.objectives.distillation import Distillation
 
@@ -43,7 +43,7 @@ def _config(tiny_config, teacher, **over):
 
 
 def test_teacher_in_state_sharded_checkpointed_and_frozen(teacher_file, tmp_path, tiny_config):
-    from vitjax.trainer import Trainer
+    from vitjax.training.trainer import Trainer
     path, t_params = teacher_file
     c = _config(tiny_config, path)
     set_key(c, "mesh.data", "2")
@@ -88,14 +88,14 @@ def test_hard_and_soft_terms_are_the_papers():
     ({"model.image_size": 32}, r"takes 16x16 images with 1 channels but the student's data are 32x32"),
 ])
 def test_teacher_that_does_not_fit_is_refused_at_start_up(teacher_file, tmp_path, tiny_config, over, msg):
-    from vitjax.trainer import Trainer
+    from vitjax.training.trainer import Trainer
     c = _config(tiny_config, teacher_file[0], **over)
     with pytest.raises(ConfigError, match=msg):
         Trainer(c, str(tmp_path))
 
 
 def test_student_without_distillation_token_is_refused(teacher_file, tmp_path, tiny_config):
-    from vitjax.trainer import Trainer
+    from vitjax.training.trainer import Trainer
     c = _config(tiny_config, teacher_file[0])
     c.model.name = "vit"
     with pytest.raises(ConfigError, match="needs a student with a distillation token"):

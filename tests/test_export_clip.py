@@ -1,4 +1,4 @@
-"""Parity of vitjax CLIP with open_clip ``CLIP`` and HF ``CLIPModel`` through ``vitjax.export.clip``
+"""Parity of vitjax CLIP with open_clip ``CLIP`` and HF ``CLIPModel`` through ``vitjax.interop.clip``
 (fp32, CPU), both directions.
 
 Tiny towers (2 blocks each, widths 64/48) keep this fast; the per-block and per-embedding mappings
@@ -15,7 +15,7 @@ import pytest
 from flax import linen as nn
 
 import vitjax
-from vitjax.export import clip as ex
+from vitjax.interop import clip as ex
 
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from flax.linen import meta
 
-from vitjax.export import perceiver as ex
+from vitjax.interop import perceiver as ex
 from vitjax.models.perceiver import fourier_features, grid_positions
-from vitjax.registry import create_model
+from vitjax.models import create_model
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

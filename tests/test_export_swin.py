@@ -13,8 +13,8 @@ import pytest
 from flax import linen as nn
 
 import vitjax
-from vitjax.export import swin as ex
-from vitjax.export.vit import write_export
+from vitjax.interop import swin as ex
+from vitjax.interop.state_dict import write_export
 
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")

@@ -1,4 +1,4 @@
-"""Parity of vitjax ViT/DeiT with timm and HF transformers through ``vitjax.export.vit`` (fp32, CPU).
+"""Parity of vitjax ViT/DeiT with timm and HF transformers through ``vitjax.interop.vit`` (fp32, CPU).
 
 Every parameter (vitjax and torch) is replaced by random values first: vitjax zero-initialises heads
 and LayerNorm scales start at one, so with init weights a wrong head or norm mapping could go unseen.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from vitjax.export import vit as ex
+from vitjax.interop import vit as ex
 from vitjax.models.posemb import resize_posemb
 from vitjax.models.vit import ViT
 
@@ -114,7 +114,7 @@ def _same_tree(a, b):
 
 
 def _load_timm(d):
-    # The documented loading call (vitjax/export/vit.py), exactly as the export CLI prints it:
+    # The documented loading call (vitjax/interop/state_dict.py), exactly as the export CLI prints it:
     # timm.create_model("local-dir:<d>", pretrained=True) -- config.json + model.safetensors, strict load.
     snippet = ex.timm_load_snippet(d)
     assert snippet == f"timm.create_model('local-dir:{d}', pretrained=True)"
@@ -412,7 +412,7 @@ def test_timm_exports_record_the_runs_normalisation():
     import ml_collections
 
     import vitjax
-    from vitjax.export.__main__ import _exporters
+    from vitjax.interop.registry import exporter
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     run = ml_collections.ConfigDict({"input": {"eval_ops": [
         {"op": "decode_center_crop", "size": 32}, {"op": "normalize", "mean": mean, "std": std}]}})
@@ -425,7 +425,7 @@ def test_timm_exports_record_the_runs_normalisation():
                                   depths=(2, 2), num_heads=(2, 2), window_size=4),
               vitjax.create_model("pvt_v2", variant=None, image_size=32, num_classes=5)]
     for m in models:
-        cfg = _exporters(m, "timm", False, run)[1]()["pretrained_cfg"]
+        cfg = exporter(m, "timm", False, run)[1]()["pretrained_cfg"]
         assert (cfg["mean"], cfg["std"]) == (list(mean), list(std)), type(m).__name__
-        cfg = _exporters(m, "timm", False, bare)[1]()["pretrained_cfg"]
+        cfg = exporter(m, "timm", False, bare)[1]()["pretrained_cfg"]
         assert (cfg["mean"], cfg["std"]) == ([0.5] * 3, [0.5] * 3), type(m).__name__

@@ -80,8 +80,8 @@ def test_patchify_matches_the_reference_order_and_inverts():
 def test_hf_vitmae_parity_both_directions(tmp_path):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from vitjax.export import mae as mx
-    from vitjax.export import vit as vx
+    from vitjax.interop import mae as mx
+    from vitjax.interop import vit as vx
 
     model = MAE(**TINY)
     params = _params(model)
@@ -129,8 +129,8 @@ def test_encoder_exports_as_a_timm_vit_backbone(tmp_path):
     pytest.importorskip("torch")
     timm = pytest.importorskip("timm")
     import torch
-    from vitjax.export import mae as mx
-    from vitjax.export import vit as vx
+    from vitjax.interop import mae as mx
+    from vitjax.interop import vit as vx
 
     model = MAE(**TINY)
     params = _params(model, seed=1)
@@ -149,7 +149,7 @@ def test_encoder_exports_as_a_timm_vit_backbone(tmp_path):
 def test_bad_mask_ratio_is_a_config_error(ratio, msg, tmp_path):
     with pytest.raises(ValueError, match=msg):
         MAE(**dict(TINY, mask_ratio=ratio))
-    from vitjax.trainer import Trainer
+    from vitjax.training.trainer import Trainer
     cfg = _tiny_mae_config()
     set_key(cfg, "model.mask_ratio", str(ratio))
     with pytest.raises(ConfigError, match=msg):
@@ -198,7 +198,7 @@ def _tiny_mae_config(**over):
 
 @pytest.fixture(scope="module")
 def mae_run(tmp_path_factory):
-    from vitjax.trainer import Trainer
+    from vitjax.training.trainer import Trainer
     wd = tmp_path_factory.mktemp("mae")
     t = Trainer(_tiny_mae_config(), str(wd))
     final = t.train()
@@ -217,7 +217,7 @@ def test_training_logs_reconstruction_and_probes(mae_run):
 
 
 def test_classifier_and_mae_checkpoints_do_not_mix_without_encoder_only(mae_run, tmp_path, tiny_config):
-    from vitjax.trainer import Trainer
+    from vitjax.training.trainer import Trainer
     wd, mae_trainer, _ = mae_run
     one = {"train.total_steps": 1, "train.eval_every_steps": 1, "train.checkpoint_every_steps": 1,
            "optim.warmup_steps": 0, "optim.lr": 0.0, "model.pool": "gap", "model.posemb": "sincos2d",
@@ -252,7 +252,7 @@ def test_classifier_and_mae_checkpoints_do_not_mix_without_encoder_only(mae_run,
 def test_layer_decay_scales_updates_per_block():
     import optax
     from ml_collections import ConfigDict
-    from vitjax.optim import layer_decay_scales, make_optimizer
+    from vitjax.training.optim import layer_decay_scales, make_optimizer
     from vitjax.models.vit import ViT
     vit = ViT(num_classes=3, image_size=8, patch_size=4, in_channels=1, width=8, depth=3, num_heads=2, mlp_dim=16)
     p = nn.meta.unbox(jax.eval_shape(vit.init, jax.random.key(0), jnp.zeros((1, 8, 8, 1))))["params"]
@@ -276,7 +276,7 @@ def test_layer_decay_scales_updates_per_block():
 def test_export_cli_writes_whole_mae_and_encoder(mae_run, tmp_path):
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("timm")
-    from vitjax.export.__main__ import main
+    from vitjax.export import main
     wd, _, _ = mae_run
     assert main(["--workdir", str(wd), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
     net, info = transformers.ViTMAEForPreTraining.from_pretrained(str(tmp_path / "hf"), output_loading_info=True)

@@ -10,7 +10,7 @@ from flax.linen import meta
 from vitjax.kernels.latent_cross_attention import BlockSizes
 from vitjax.models.perceiver import (
     CrossAttendBlock, Perceiver, fourier_features, grid_positions, next_token_loss, num_fourier_features)
-from vitjax.registry import create_model
+from vitjax.models import create_model
 
 TINY = dict(num_classes=10, image_size=8, in_channels=1, num_latents=16, latent_dim=32, num_blocks=2,
             num_self_attends_per_block=1, num_self_heads=2, num_cross_heads=2, cross_qk_channels=16,

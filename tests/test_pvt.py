@@ -6,7 +6,7 @@ import pytest
 from flax import linen as nn
 
 import vitjax
-from vitjax.export import pvt as ex
+from vitjax.interop import pvt as ex
 from vitjax.models.pvt import V2_SIZES, adaptive_avg_pool
 
 torch = pytest.importorskip("torch")
@@ -91,7 +91,7 @@ def test_timm_parity_both_directions(linear, tmp_path):
     net2 = timm.create_model("pvt_v2_b0", pretrained=False, linear=linear, **TINY).eval()
     net2.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
     if not linear:
-        from vitjax.export.vit import write_export
+        from vitjax.interop.state_dict import write_export
         write_export(tmp_path / "pvt", sd, ex.timm_config(m))
         loaded = timm.create_model(f"local-dir:{tmp_path / 'pvt'}", pretrained=True).eval()
         with torch.no_grad():

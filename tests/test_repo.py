@@ -30,7 +30,7 @@ def test_configs_named_in_readme_exist():
 
 def test_every_config_loads_validates_and_builds():
     from vitjax.config import load_config_file, validate
-    from vitjax.trainer import build_model
+    from vitjax.models import build_model
     configs = sorted((REPO / "configs").glob("*.py"))
     assert configs
     for path in configs:

@@ -9,8 +9,10 @@ from flax import linen as nn
 import vitjax
 from vitjax import sharding as sh
 from vitjax.config import ConfigError
-from vitjax.metrics import read_metrics
-from vitjax.trainer import Trainer, count_collectives, format_dry_run
+from vitjax.param_tree import strip_boxes
+from vitjax.training.metrics import read_metrics
+from vitjax.training.dry_run import count_collectives, format_dry_run
+from vitjax.training.trainer import Trainer
 
 
 def _run(cfg, workdir, devices):
@@ -86,7 +88,7 @@ def test_tensor_parallel_forward_has_one_all_reduce_per_block_half():
         boxed = jax.eval_shape(m.init, jax.random.key(0), x)["params"]
         shardings = sh.logical_shardings(boxed, mesh, sh.DEFAULT_RULES)
         params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                              sh.strip_boxes(boxed), shardings)
+                              strip_boxes(boxed), shardings)
         xs = jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh.activation_sharding(
             mesh, sh.DEFAULT_RULES, ("act_batch", None, None, None)))
         compiled = jax.jit(lambda p, x: m.apply({"params": p}, x)).lower(params, xs).compile()

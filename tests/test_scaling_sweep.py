@@ -75,7 +75,7 @@ def test_bad_sweep_configs_name_the_problem(changes, message):
 
 def test_count_params_matches_hand_count():
     import jax.numpy as jnp
-    from vitjax.registry import create_model
+    from vitjax.models import create_model
     from flax import linen as nn
     model = create_model("vit", variant=None, num_classes=10, image_size=16, patch_size=4, in_channels=1,
                          width=24, depth=3, num_heads=2, mlp_dim=40, pool="gap", posemb="learned")

@@ -9,8 +9,8 @@ from flax import linen as nn
 
 import vitjax
 from vitjax import sharding as sh
-from vitjax.metrics import read_metrics
-from vitjax.trainer import Trainer
+from vitjax.training.metrics import read_metrics
+from vitjax.training.trainer import Trainer
 
 
 def test_mesh_shape_fill_and_errors():

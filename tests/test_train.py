@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import vitjax
-from vitjax.checkpoint import CheckpointMismatchError
+from vitjax.training.checkpoint import CheckpointMismatchError
 from vitjax.config import set_key, to_json
 from vitjax.data.ops import register_op
-from vitjax.metrics import read_metrics
-from vitjax.trainer import NonFiniteError, Trainer
+from vitjax.training.metrics import read_metrics
+from vitjax.training.trainer import NonFiniteError, Trainer
 
 from conftest import REPO
 

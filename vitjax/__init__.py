@@ -1,11 +1,26 @@
-"""vitjax: pretraining vision and multimodal transformers in JAX/Flax across TPU/GPU meshes."""
+"""vitjax: pretraining vision and multimodal transformers in JAX/Flax across TPU/GPU meshes.
+
+    vitjax.create_model("vit_b16", num_classes=10)      # vitjax.models
+    vitjax.list_models("vit_*")
+    config, model, params = vitjax.load("workdirs/run")  # vitjax.training.workdir
+
+The names are imported on first use (PEP 562), so that ``python -m vitjax.data`` and converter
+worker processes do not pay for importing JAX and Flax.
+"""
+import importlib
+
 __version__ = "0.1.0"
 
-from vitjax.registry import create_model, list_models  # noqa: F401
+_EXPORTS = {
+    "create_model": "vitjax.models",
+    "list_models": "vitjax.models",
+    "load": "vitjax.training.workdir",
+}
+
+__all__ = sorted(_EXPORTS)
 
 
-def load(workdir: str, step: int | None = None, weights: str = "params"):
-    """``(config, model, params)`` from a workdir's latest (or given) checkpoint; ``weights="teacher"``
-    gives a DINO run's EMA teacher instead of the (student) params. See ``vitjax.checkpoint.load_workdir``."""
-    from vitjax.checkpoint import load_workdir
-    return load_workdir(workdir, step, weights)
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'vitjax' has no attribute {name!r}")

@@ -2,7 +2,10 @@
 
 Scores a workdir's latest (or given) checkpoint on the eval split its config names, prints the
 metrics as JSON and appends them to the workdir's metrics.jsonl with ``"source": "evaluate"``.
-Overrides change the evaluation setup (e.g. ``--config.input.eval_data.split=validation``).
+The metrics are those of a training run's eval steps: the objective's per-batch ``eval/...`` metrics
+and its evaluators (``config.evals`` and the objective's defaults, ``vitjax.evals``).
+Overrides change the evaluation setup (e.g. ``--config.input.eval_data.split=validation``, or
+``--config.evals.knn.k=10`` for an evaluator the config declares).
 """
 from __future__ import annotations
 
@@ -11,30 +14,29 @@ import json
 import os
 import sys
 
+import jax
+
+from vitjax.config import ConfigError
+from vitjax.training.checkpoint import Checkpointer
+from vitjax.training.trainer import Trainer
+from vitjax.training.workdir import latest_step, read_config
+
 
 def evaluate_workdir(workdir: str, step: int | None = None, overrides=()) -> dict[str, float]:
-    import jax
-
-    from vitjax import config as config_lib
-    from vitjax.checkpoint import Checkpointer
-    from vitjax.trainer import Trainer
-
-    cfg_path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(cfg_path):
-        raise FileNotFoundError(f"{workdir} has no config.json; is it a vitjax workdir?")
-    with open(cfg_path) as fh:
-        config = config_lib.apply_overrides(config_lib.from_json(fh.read()), overrides)
+    config = read_config(workdir, overrides)
     trainer = Trainer(config, workdir)
     if trainer.eval_source is None:
         raise ValueError("the config names no eval data (config.input.eval_data)")
     abstract = trainer.setup_state()
-    ckpt = Checkpointer(workdir, async_save=False)
-    step = ckpt.latest_step() if step is None else step
+    step = latest_step(workdir) if step is None else step
     if step is None:
         raise FileNotFoundError(f"{workdir}/checkpoints holds no finished checkpoint")
-    ckpt.check_params(step, abstract.params)
-    params = ckpt.restore_params(step, abstract.params)
-    ckpt.close()
+    ckpt = Checkpointer(workdir, async_save=False)
+    try:       # restored straight into the run's shardings (no full copy on one device)
+        ckpt.check_params(step, abstract.params)
+        params = ckpt.restore_params(step, abstract.params)
+    finally:
+        ckpt.close()
     metrics = trainer.evaluate(params)
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "metrics.jsonl"), "a") as fh:
@@ -48,7 +50,6 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", required=True)
     p.add_argument("--step", type=int, default=None)
     args, overrides = p.parse_known_args(argv)
-    from vitjax.config import ConfigError
     try:
         result = evaluate_workdir(args.workdir, args.step, overrides)
     except (ConfigError, FileNotFoundError, ValueError) as e:

@@ -1,67 +1,117 @@
-"""Model registry, timm-style: every model family registers factories by name here.
+"""``Registry``: the one name -> definition table behind every plug-in point of vitjax.
 
-    vitjax.create_model("vit_b16", num_classes=10)       # a named variant
-    vitjax.create_model("vit", variant="S/16", ...)      # the family factory
-    vitjax.list_models("vit_*")
+Models, objectives, data sources, per-example ops, batch ops, evaluators and PyTorch converters are
+each one ``Registry``. They all behave the same way:
+
+    MODELS = Registry("model")
+
+    @MODELS.register("vit_b16")
+    def vit_b16(**kw): ...
+
+    MODELS.get("vit_b16")          # the definition
+    MODELS.get("vit_b61")          # ValueError: unknown model 'vit_b61'; nearest: ['vit_b16']; ...
+    MODELS.names("vit_*")          # sorted names matching a glob
+
+- A name registered twice is a ValueError naming both definitions (module and qualified name), so
+  two plug-ins cannot silently shadow each other.
+- An unknown name is a ValueError naming the nearest registered names, so a typo in a config is a
+  one-line fix.
+
+This module knows nothing about what it holds: each table lives beside the code that fills it
+(``vitjax.models.registry``, ``vitjax.objectives.base``, ``vitjax.data.registry``,
+``vitjax.evals.registry``, ``vitjax.interop.registry``).
 """
 from __future__ import annotations
 
 import difflib
 import fnmatch
-from typing import Callable
+from typing import Any, Callable, Generic, Hashable, Iterator, TypeVar
 
-_MODELS: dict[str, Callable] = {}
-_DOCS: dict[str, str] = {}
-
-
-def register_model(name: str, doc: str | None = None) -> Callable[[Callable], Callable]:
-    def wrap(fn: Callable) -> Callable:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is registered twice")
-        _MODELS[name] = fn
-        _DOCS[name] = doc or (fn.__doc__ or "").strip().splitlines()[0] if (doc or fn.__doc__) else ""
-        return fn
-    return wrap
+T = TypeVar("T")
 
 
-def _ensure_loaded():
-    # Importing the model package runs every family's register_model calls.
-    import vitjax.models  # noqa: F401
+def describe(obj: Any) -> str:
+    """Where a definition comes from, for error messages: ``module.qualname``."""
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    return f"{module}.{qualname}" if module else repr(obj)
 
 
-def create_model(name: str, **overrides):
-    """Builds a registered model; keyword overrides replace the variant's defaults."""
-    _ensure_loaded()
-    if name not in _MODELS:
-        near = difflib.get_close_matches(name, list(_MODELS), n=5)
-        raise ValueError(f"unknown model {name!r}; nearest registered names: {near}. "
-                         f"See vitjax.list_models().")
-    return _MODELS[name](**overrides)
+class Registry(Generic[T]):
+    """A table of named definitions of one kind (see the module docstring).
+
+    Attributes:
+      kind: what the entries are, as error messages name them ("model", "batch op").
+      unknown_message: format of the error for an unknown name; fields ``kind``, ``name``,
+        ``near`` (the nearest registered names) and ``names`` (all of them, sorted).
+    """
+
+    def __init__(self, kind: str,
+                 unknown_message: str = "unknown {kind} {name!r}; nearest: {near}; registered: {names}"):
+        self.kind = kind
+        self.unknown_message = unknown_message
+        self._entries: dict[Hashable, T] = {}
+        self._docs: dict[Hashable, str] = {}
+
+    def register(self, name: Hashable, obj: T | None = None, *, doc: str | None = None):
+        """``register(name, obj)`` adds ``obj``; ``@register(name)`` adds the decorated definition.
+        A second definition under the same name is a ValueError naming both."""
+        def add(value: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is registered twice: first by "
+                                 f"{describe(self._entries[name])}, again by {describe(value)}")
+            self._entries[name] = value
+            text = doc if doc is not None else (getattr(value, "__doc__", None) or "")
+            self._docs[name] = text.strip().splitlines()[0] if text.strip() else ""
+            return value
+        return add if obj is None else add(obj)
+
+    def get(self, name: Hashable) -> T:
+        if name not in self._entries:
+            raise ValueError(self.unknown(name))
+        return self._entries[name]
+
+    def unknown(self, name: Hashable) -> str:
+        """The error message for an unknown ``name`` (for callers that raise their own error type)."""
+        keys = [str(k) for k in self._entries]
+        near = difflib.get_close_matches(str(name), keys, n=3)
+        return self.unknown_message.format(kind=self.kind, name=name, near=near, names=sorted(keys))
+
+    def doc(self, name: Hashable) -> str:
+        """The first line of the definition's docstring (or the ``doc`` it was registered with)."""
+        self.get(name)
+        return self._docs[name]
+
+    def names(self, pattern: str = "*") -> list:
+        """Registered names matching the glob ``pattern``, sorted."""
+        return sorted(k for k in self._entries if fnmatch.fnmatch(str(k), pattern))
+
+    def items(self):
+        return self._entries.items()
+
+    def __contains__(self, name: Hashable) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {len(self)} entries)"
 
 
-def build_module(cls, kwargs: dict, family: str, tuples: tuple[str, ...] = ()):
-    """``cls(**kwargs)`` for a model dataclass built from a config: an unknown option is a ValueError
-    naming the nearest valid ones; "float32"/"bfloat16" strings become dtypes; list values of the
-    fields in ``tuples`` become tuples (configs hold lists, flax modules need hashable fields)."""
-    import dataclasses
-
-    import jax.numpy as jnp
-    fields = tuple(f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name"))
-    unknown = [k for k in kwargs if k not in fields]
-    if unknown:
-        hints = {k: difflib.get_close_matches(k, fields, n=3) for k in unknown}
-        raise ValueError(f"unknown {family} option(s) {unknown}; nearest valid names: {hints}. "
-                         f"Valid options: {sorted(fields)}")
-    kwargs = dict(kwargs)
-    for key in ("dtype", "param_dtype"):
-        if isinstance(kwargs.get(key), str):
-            kwargs[key] = jnp.dtype(kwargs[key])
-    for key in tuples:
-        if isinstance(kwargs.get(key), list):
-            kwargs[key] = tuple(kwargs[key])
-    return cls(**kwargs)
-
-
-def list_models(pattern: str = "*") -> list[str]:
-    _ensure_loaded()
-    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+def build_from_specs(specs, registry: Registry[Callable], key: str = "op") -> list:
+    """A config list of ``dict(op=NAME, **kwargs)`` -> ``[registry.get(NAME)(**kwargs), ...]``, with
+    bad arguments reported as a ValueError naming the entry (shared by per-example and batch ops)."""
+    built = []
+    for spec in specs or ():
+        spec = dict(spec)
+        name = spec.pop(key, None)
+        factory = registry.get(name)
+        try:
+            built.append(factory(**spec))
+        except TypeError as e:
+            raise ValueError(f"bad arguments for {registry.kind} {name!r}: {e}") from e
+    return built

@@ -20,6 +20,8 @@ import numpy as np
 from flax import linen as nn
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from vitjax.param_tree import strip_boxes
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # Logical axis -> mesh axes. Parameter names and activation names are kept apart (maxtext's habit):
@@ -131,13 +133,6 @@ def logical_shardings(abstract_boxed: Any, mesh: Mesh, rules) -> Any:
         return NamedSharding(mesh, _fit_spec(spec, value.shape, mesh))
 
     return jax.tree.map(one, mesh_specs, values, is_leaf=lambda x: isinstance(x, P) or x is None)
-
-
-def strip_boxes(tree: Any) -> Any:
-    """The values inside ``nn.LogicallyPartitioned`` boxes, without applying sharding constraints
-    (``nn.meta.unbox`` constrains when rules are active, which fails on abstract values)."""
-    return jax.tree.map(lambda x: x.value if isinstance(x, nn.meta.AxisMetadata) else x, tree,
-                        is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
 
 
 def activation_sharding(mesh: Mesh, rules, logical: Sequence[str | None]) -> NamedSharding:

@@ -7,7 +7,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
+import time
+
+import jax
+from absl import flags
+
+from vitjax import config as config_lib
+from vitjax.data.sources import DatasetNotPreparedError
+from vitjax.training.dry_run import format_dry_run
+from vitjax.training.trainer import Trainer
 
 
 def parse_args(argv=None):
@@ -34,8 +44,6 @@ def parse_args(argv=None):
 
 def _reachable(address: str, timeout: float) -> bool:
     """True once a TCP connection to ``host:port`` succeeds, retrying until ``timeout`` seconds."""
-    import socket
-    import time
     host, _, port = address.rpartition(":")
     deadline = time.time() + timeout
     while True:
@@ -53,14 +61,11 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("absl", "orbax", "jax._src", "grain"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from absl import flags
     flags.FLAGS.mark_as_parsed()      # grain worker processes read absl flags
-    if args.simulate_devices:
-        import jax
+    if args.simulate_devices:   # before the backend starts: importing jax does not start it
         jax.config.update("jax_platforms", "cpu")
         jax.config.update("jax_num_cpu_devices", args.simulate_devices)
     if args.distributed or args.coordinator_address:
-        import jax
         where = args.coordinator_address or "the auto-detected coordinator"
         if args.coordinator_address and args.process_id not in (None, 0):
             # jax aborts the whole process (a C++ fatal error) when the coordinator never answers;
@@ -75,10 +80,6 @@ def main(argv=None) -> int:
         jax.distributed.initialize(coordinator_address=args.coordinator_address,
                                    num_processes=args.num_processes, process_id=args.process_id,
                                    initialization_timeout=args.distributed_timeout)
-    from vitjax import config as config_lib
-    from vitjax.data.sources import DatasetNotPreparedError
-    from vitjax.trainer import Trainer
-
     try:
         config = config_lib.apply_overrides(config_lib.load_config_file(args.config), overrides)
         trainer = Trainer(config, args.workdir, load_data=not args.dry_run)
@@ -86,7 +87,6 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
-        from vitjax.trainer import format_dry_run
         print(format_dry_run(trainer.dry_run()))
         return 0
     result = trainer.train()

@@ -16,6 +16,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from vitjax.scaling.analysis import analyze_sweep, summary  # noqa: E402
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -28,7 +30,6 @@ def main(argv=None) -> int:
                    help="known lower bound of L(N, D)'s irreducible loss E (0: none; default: the sweep config's)")
     p.add_argument("--no_plots", action="store_true")
     args = p.parse_args(argv)
-    from vitjax.scaling.analysis import analyze_sweep, summary
     t0 = time.time()
     try:
         doc = analyze_sweep(args.out, loss_key=args.loss, n_key=args.n, holdout=args.holdout,

@@ -19,7 +19,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+import jax  # noqa: E402
+
 from vitjax.config import ConfigError  # noqa: E402
+from vitjax.scaling import sweep as sw  # noqa: E402
+from vitjax.scaling.analysis import analyze_sweep, summary  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -33,7 +37,6 @@ def main(argv=None) -> int:
                    help="jax persistent compilation cache folder ('auto': OUT/jax_cache, 'none': off); "
                         "runs of the same shape share their compiled eval step")
     args, overrides = p.parse_known_args(argv)
-    from vitjax.scaling import sweep as sw
     try:
         idx, _, n = args.shard.partition("/")
         shard = (int(idx), int(n or 1))
@@ -49,7 +52,6 @@ def main(argv=None) -> int:
             print(f"{len(specs)} runs, {sum(s.overrides['train.total_steps'] for s in specs)} steps in all")
             return 0
         if args.compilation_cache != "none":
-            import jax
             cache = os.path.join(args.out, "jax_cache") if args.compilation_cache == "auto" else args.compilation_cache
             jax.config.update("jax_compilation_cache_dir", os.path.abspath(cache))
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
@@ -63,7 +65,6 @@ def main(argv=None) -> int:
         return 2
     if args.no_analyze or shard[1] > 1:
         return 0
-    from vitjax.scaling.analysis import analyze_sweep, summary
     t1 = time.time()
     doc = analyze_sweep(args.out)
     print(f"analysis: {time.time() - t1:.0f} s; report: {os.path.join(args.out, 'report.md')}", file=sys.stderr)

@@ -1,6 +1,8 @@
-"""Input pipelines: sources (``sources``), per-example ops (``ops``, ``augment``, ``text``),
-batch ops (``batch_ops``), grain pipelines (``pipeline``) and converters (``convert``, CLI
-``python -m vitjax.data convert``). See docs/data.md.
+"""Input pipelines: sources (``sources``; ``digits``, ``synthetic_digits``, ``captions``),
+per-example ops (``ops``: ``image_ops``, ``augment``, ``text``), batch ops (``batch_ops``), grain
+pipelines (``pipeline``) and converters (``convert``, CLI ``python -m vitjax.data convert``). The
+plug-in tables (``SOURCES``, ``OPS``, ``BATCH_OPS``) and their decorators are in ``registry``.
+See docs/data.md.
 
 Names are imported on first use, so that converter worker processes and ``python -m vitjax.data``
 do not pay for importing grain.
@@ -9,14 +11,17 @@ import importlib
 
 _EXPORTS = {
     "get_source": "vitjax.data.sources",
+    "get_eval_source": "vitjax.data.sources",
+    "SOURCES": "vitjax.data.sources",          # the modules that use a table import those that fill it
+    "register_source": "vitjax.data.registry",
     "train_iterator": "vitjax.data.pipeline",
     "eval_batches": "vitjax.data.pipeline",
     "OPS": "vitjax.data.ops",
     "build_ops": "vitjax.data.ops",
-    "register_op": "vitjax.data.ops",
+    "register_op": "vitjax.data.registry",
     "BATCH_OPS": "vitjax.data.batch_ops",
     "build_batch_ops": "vitjax.data.batch_ops",
-    "register_batch_op": "vitjax.data.batch_ops",
+    "register_batch_op": "vitjax.data.registry",
     "get_tokenizer": "vitjax.data.text",
 }
 

@@ -12,6 +12,8 @@ import argparse
 import logging
 import sys
 
+from vitjax.data import convert as cv
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m vitjax.data", description=__doc__,
@@ -45,8 +47,6 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from vitjax.data import convert as cv
-
     kw = dict(seed=args.seed, workers=args.workers, max_short_side=args.max_short_side,
               quality=args.quality, max_bad_fraction=args.max_bad_fraction, overwrite=args.overwrite,
               shard_bytes=args.shard_mb << 20, progress=not args.quiet)

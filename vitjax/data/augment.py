@@ -1,6 +1,6 @@
 """Photometric augmentation, RandAugment and multi-crop, in Pillow/numpy on uint8 images.
 
-Ops (registered in ``vitjax.data.ops.OPS``; each takes and returns uint8 [H, W, C]):
+Ops (registered in ``vitjax.data.registry.OPS``; each takes and returns uint8 [H, W, C]):
   randaugment     RandAugment (Cubuk et al. 2020), timm's "rand-mM-mstd-inc1" flavour used by DeiT
   color_jitter    brightness/contrast/saturation/hue in random order (SimCLR, Chen et al. 2020)
   random_grayscale, gaussian_blur, solarize   (SimCLR / BYOL / DINO view augmentations)
@@ -14,7 +14,9 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from vitjax.data import image_io
-from vitjax.data.ops import apply_ops, build_ops, pixels, register_op
+from vitjax.data.image_ops import apply_ops, pixels
+from vitjax.data.registry import OPS, register_op
+from vitjax.registry import build_from_specs
 
 FILL = (128, 128, 128)   # grey where geometric ops uncover the canvas (timm's default)
 
@@ -188,14 +190,15 @@ def solarize(prob: float = 0.2, threshold: int = 128):
 # ----------------------------------------------------------------------------------- multi-crop
 
 def _op_lists(spec, n: int, what: str) -> list[list]:
-    """One op list for all views, or one list per view."""
+    """One op list for all views, or one list per view. (Built from ``OPS`` directly: ``ops``
+    imports this module to fill ``OPS``, and has by the time ``multi_crop`` is built.)"""
     spec = list(spec or [])
     per_view = bool(spec) and all(isinstance(s, (list, tuple)) for s in spec)
     if per_view:
         if len(spec) != n:
             raise ValueError(f"multi_crop: {what} has {len(spec)} op lists for {n} views")
-        return [build_ops(s) for s in spec]
-    built = build_ops(spec)
+        return [build_from_specs(s, OPS) for s in spec]
+    built = build_from_specs(spec, OPS)
     return [built] * n
 
 

@@ -11,20 +11,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-BATCH_OPS: dict[str, Callable[..., Callable[[dict, np.random.Generator], dict]]] = {}
-
-
-def register_batch_op(name: str):
-    def wrap(factory):
-        BATCH_OPS[name] = factory
-        return factory
-    return wrap
+from vitjax.data.registry import BATCH_OPS, register_batch_op
+from vitjax.registry import build_from_specs
 
 
 def build_batch_ops(specs: Sequence[Mapping[str, Any]] | None) -> list[Callable]:
-    """Turns a config list of ``dict(op=NAME, **kwargs)`` into batch op callables."""
-    from vitjax.data.ops import build_from_registry
-    return build_from_registry(specs, BATCH_OPS, "batch op", "all batch ops")
+    """Turns a config list of ``dict(op=NAME, **kwargs)`` into batch op callables (the entries of
+    ``vitjax.data.registry.BATCH_OPS``, which this module fills)."""
+    return build_from_specs(specs, BATCH_OPS)
 
 
 def cutmix_box(rng: np.random.Generator, h: int, w: int, lam: float) -> tuple[int, int, int, int]:

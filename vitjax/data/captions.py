@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from vitjax.data.sources import DigitsSource
+from vitjax.data.digits import DigitsSource
+from vitjax.data.registry import register_source
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -81,12 +82,14 @@ def make_caption(label: int, styles: tuple[str, ...], rng: np.random.Generator) 
     return template.format(d=digit, s=style)
 
 
+@register_source("digit_captions")
 class DigitCaptionSource:
     """scikit-learn digits with generated captions: {"image", "label", "text", "file_name"}."""
     num_classes = 10
     class_names = NUMBER_WORDS
 
-    def __init__(self, split: str = "train", seed: int = 0):
+    def __init__(self, split: str = "train", seed: int = 0, *, data_dir: str | None = None):
+        del data_dir                    # embedded in scikit-learn
         self._digits = DigitsSource(split)          # raises ValueError naming the valid splits
         self.split = split
         self._styles = _styles(split)

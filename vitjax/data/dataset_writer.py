@@ -20,6 +20,8 @@ import secrets
 import shutil
 from typing import Any
 
+from array_record.python import array_record_module as arm
+
 INCOMPLETE_PREFIX = ".incomplete-"
 VERSION = "1.0.0"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -110,8 +112,6 @@ class DatasetWriter:
         return os.path.join(self.tmp, f"{self.name}-{split}.array_record-{index:05d}.partial")
 
     def write(self, split: str, record: bytes) -> None:
-        from array_record.python import array_record_module as arm
-
         shards = self._shards.setdefault(split, [])
         if not shards or shards[-1][3] >= self.shard_bytes:
             if shards:
@@ -133,7 +133,7 @@ class DatasetWriter:
     def finish(self, *, description: str = "", extra: dict[str, Any] | None = None) -> str:
         """Closes the shards, writes TFDS metadata (+ ``vitjax_conversion.json``) and renames the
         temporary folder to ``data_dir/name/1.0.0``. Returns that path."""
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds  # heavy (~0.5 s); only needed to publish the metadata
 
         if not self._shards:
             raise ValueError("no records were written; there is nothing to publish")
@@ -173,7 +173,7 @@ class DatasetWriter:
 
 def serializer(features):
     """``example dict -> bytes``: tfds's encoding + tf.train.Example serialization, no TensorFlow."""
-    from tensorflow_datasets.core import example_serializer
+    from tensorflow_datasets.core import example_serializer  # heavy (~0.5 s); converters only
 
     ser = example_serializer.ExampleSerializer(features.get_serialized_info())
 

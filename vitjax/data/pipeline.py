@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import grain
 import numpy as np
+from absl import flags
 
 from vitjax.data import image_io
 from vitjax.data.bad_input import BadInputMonitor, SkipExample
@@ -126,7 +127,6 @@ class _ProcessRows(grain.MapDataset):
 
 def _absl_flags_parsed() -> None:
     # grain 0.2.18 worker processes read an absl flag and fail when flags were never parsed.
-    from absl import flags
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
 

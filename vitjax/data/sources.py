@@ -5,8 +5,9 @@ globally and to checkpoint its position. Examples hold ``image`` (uint8 [H, W, C
 bytes for datasets stored encoded: the decoding ops decode them), ``label`` (int32) when the
 dataset has labels, ``text`` (str) for image-text datasets, and ``file_name`` (str, for messages).
 
-* ``digits``: scikit-learn's 1,797 handwritten 8x8 digits (shipped inside the scikit-learn wheel, so
-  it needs no network), split once into 1,437 train / 360 test images, stratified, seed 0.
+* ``digits``: scikit-learn's 1,797 handwritten 8x8 digits (``vitjax/data/digits.py``; shipped inside
+  the scikit-learn wheel, so it needs no network), split once into 1,437 train / 360 test images,
+  stratified, seed 0.
 * ``synthetic_digits``: procedurally drawn 16x16 digits (``vitjax/data/synthetic_digits.py``), any
   number of distinct training images (``train[:N]``) and a 10,000-image test set from a disjoint
   seed stream, 5% label noise: fresh data for scaling-law sweeps.
@@ -18,18 +19,24 @@ dataset has labels, ``text`` (str) for image-text datasets, and ``file_name`` (s
   with ``tfds`` (no TensorFlow), with image features left encoded.
 
 Splits accept TFDS slicing, e.g. ``train[:10%]`` or ``train[:1000]+validation``.
+
+The first three are entries of ``vitjax.data.registry.SOURCES``, each registered with
+``@register_source(NAME)`` in its own module; this module imports those modules, so ``get_source``
+sees them. A new source registers the same way (``factory(split, data_dir=None)``).
 """
 from __future__ import annotations
 
-import functools
 import os
 import re
 from typing import Any, Mapping
 
 import numpy as np
 
-DIGITS_NUM_CLASSES = 10
-DIGITS_TEST_SIZE = 360
+from vitjax.data import captions, digits, synthetic_digits  # noqa: F401  (they fill SOURCES)
+from vitjax.data.dataset_writer import INCOMPLETE_PREFIX
+from vitjax.data.digits import DigitsSource  # noqa: F401  (re-exported)
+from vitjax.data.registry import SOURCES, register_source  # noqa: F401  (re-exported)
+
 DEFAULT_DATA_DIR = "~/tensorflow_datasets"
 
 
@@ -37,51 +44,13 @@ class DatasetNotPreparedError(FileNotFoundError):
     """The named dataset is not prepared in data_dir; the message says what to run."""
 
 
-@functools.lru_cache(maxsize=None)
-def _digits_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    d = load_digits()
-    # 0..16 grey levels -> 0..255 uint8, with a channel dim: [N, 8, 8, 1].
-    images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-    labels = d.target.astype(np.int32)
-    tr_x, te_x, tr_y, te_y = train_test_split(images, labels, test_size=DIGITS_TEST_SIZE,
-                                              stratify=labels, random_state=0)
-    return {"train": (tr_x, tr_y), "test": (te_x, te_y)}
-
-
-class DigitsSource:
-    """scikit-learn digits as a random-access source: {"image": uint8 [8, 8, 1], "label": int32}."""
-    num_classes = DIGITS_NUM_CLASSES
-    class_names = tuple(str(i) for i in range(10))
-
-    def __init__(self, split: str = "train"):
-        arrays = _digits_arrays()
-        if split not in arrays:
-            raise ValueError(f"the digits dataset has splits {sorted(arrays)}, not {split!r}")
-        self.split = split
-        self.images, self.labels = arrays[split]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"image": self.images[i], "label": self.labels[i]}
-
-    def __repr__(self):
-        return f"DigitsSource(split={self.split!r}, n={len(self)})"
-
-
 def _is_tfds_catalog_name(name: str) -> bool:
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # heavy (~0.5 s); only datasets read through TFDS need it
     return name.split("/")[0].split(":")[0] in tfds.list_builders(with_community_datasets=False)
 
 
 def how_to_prepare(name: str, data_dir: str | None, why: str) -> str:
     """The error text for a dataset that is not ready to read: what to run to make it ready."""
-    from vitjax.data.dataset_writer import INCOMPLETE_PREFIX
-
     shown = data_dir or DEFAULT_DATA_DIR
     base = name.split(":")[0].split("/")[0]
     unfinished = other_versions = ""
@@ -121,7 +90,7 @@ class TfdsSource:
     """
 
     def __init__(self, name: str, split: str, data_dir: str | None):
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds  # heavy (~0.5 s); the embedded sources do without it
 
         self.name, self.split = name, split
         data_dir = os.path.expanduser(data_dir) if data_dir else None
@@ -180,15 +149,11 @@ class TfdsSource:
 
 
 def get_source(name: str, split: str, data_dir: str | None = None):
-    """The source that ``config.input.data`` names: ``get_source(**config.input.data)``."""
-    if name == "digits":
-        return DigitsSource(split)
-    if name == "synthetic_digits":      # procedurally drawn digits, any number: vitjax/data/synthetic_digits.py
-        from vitjax.data.synthetic_digits import SyntheticDigitsSource
-        return SyntheticDigitsSource(split)
-    if name == "digit_captions":        # digits + generated captions (CLIP demo): vitjax/data/captions.py
-        from vitjax.data.captions import DigitCaptionSource
-        return DigitCaptionSource(split)
+    """The source that ``config.input.data`` names: ``get_source(**config.input.data)``. A name
+    registered in ``SOURCES`` (``@register_source``) is built as ``factory(split, data_dir=data_dir)``;
+    any other name is a TFDS-format dataset in ``data_dir``."""
+    if name in SOURCES:
+        return SOURCES.get(name)(split, data_dir=data_dir)
     return TfdsSource(name, split, data_dir)
 
 

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from vitjax.data.registry import register_source
+
 NUM_CLASSES = 10
 IMAGE_SIZE = 16
 CHUNK = 1024
@@ -171,12 +173,14 @@ def _parse_split(split: str) -> tuple[str, int, int]:
     return name, start, stop
 
 
+@register_source("synthetic_digits")
 class SyntheticDigitsSource:
     """``synthetic_digits`` as a random-access source (see the module docstring)."""
     num_classes = NUM_CLASSES
     class_names = tuple(str(i) for i in range(NUM_CLASSES))
 
-    def __init__(self, split: str = "train", seed: int = DEFAULT_SEED):
+    def __init__(self, split: str = "train", seed: int = DEFAULT_SEED, *, data_dir: str | None = None):
+        del data_dir                    # generated, not read
         self.split = split
         self.seed = int(seed)
         self.base, self.start, self.stop = _parse_split(split)

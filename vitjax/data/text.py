@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from vitjax.data.bad_input import SkipExample, count
-from vitjax.data.ops import register_op
+from vitjax.data.registry import register_op
 
 log = logging.getLogger("vitjax.data")
 
@@ -100,7 +100,7 @@ class ClipBpeTokenizer(Tokenizer):
 
     def __init__(self, path: str | None = None):
         try:
-            import regex
+            import regex  # optional dependency, needed only by the CLIP tokenizer
         except ImportError as e:
             raise ImportError("the CLIP tokenizer needs the `regex` package: pip install regex") from e
         path = path or find_clip_bpe()
@@ -119,7 +119,7 @@ class ClipBpeTokenizer(Tokenizer):
                                     r"""[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""", regex.IGNORECASE)
         self._cache: dict[str, list[str]] = {}
         try:
-            import ftfy
+            import ftfy  # optional dependency: without it text is not unicode-fixed
             self._fix = ftfy.fix_text
         except ImportError:
             self._fix = lambda s: s
@@ -169,7 +169,7 @@ class HFTokenizer(Tokenizer):
 
     def __init__(self, path: str):
         try:
-            from tokenizers import Tokenizer as _Tok
+            from tokenizers import Tokenizer as _Tok  # optional dependency, needed only for "hf"
         except ImportError as e:
             raise ImportError("HF tokenizers need the `tokenizers` package: pip install tokenizers") from e
         if not os.path.isfile(path):

@@ -20,21 +20,21 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from vitjax.models.dino import DINO
+from vitjax.models.vit import ViT
+
 _JITTED: dict = {}
 
 
 def _as_vit(model, params):
     """(ViT, its params) for a vitjax ViT, or a DINO model through its backbone."""
-    from vitjax.models.dino import DINO
-    from vitjax.models.vit import ViT
-
     if isinstance(params, Mapping) and "params" in params and "encoder" not in params:
         params = params["params"]
     if isinstance(model, DINO):
         model, params = ViT(**model.backbone_config()), params["backbone"]
     if not isinstance(model, ViT):
         raise ValueError(f"cls_attention_maps takes a vitjax ViT (or a DINO model, through its backbone), "
-                         f"got a {type(model).__name__}; for an MAE pass vitjax.export.mae.encoder_model(model) "
+                         f"got a {type(model).__name__}; for an MAE pass vitjax.interop.mae.encoder_model(model) "
                          f"and encoder_params(params)")
     if model.pool != "token":
         raise ValueError(f"cls_attention_maps needs a class token, but the model has pool={model.pool!r} "

@@ -1,8 +1,9 @@
 """Frozen-feature evaluations: kNN, nearest class mean, linear probe.
 
-Inputs are numpy features of a whole split (``Trainer.map_batches``), [N, D]. Everything runs on the
-default device with jitted, chunked jnp, so a 1.28M x 768 ImageNet bank is scored chunk by chunk
-without an N_test x N_train matrix in memory.
+Inputs are numpy features of a whole split, [N, D] (the ``knn``, ``ncm`` and ``linear_probe``
+evaluators of ``vitjax.evals.probes`` embed them). Everything runs on the default device with
+jitted, chunked jnp, so a 1.28M x 768 ImageNet bank is scored chunk by chunk without an
+N_test x N_train matrix in memory.
 
 - ``knn_top1``: the weighted kNN of Wu et al. 2018 as DINO uses it (Caron et al. 2021, Sec. 4.1 and
   their eval_knn.py): cosine similarity, the k = 20 nearest training features vote with weight
@@ -127,27 +128,3 @@ def linear_probe(train_feats, train_labels, test_feats, test_labels, *, num_clas
         return float(np.mean(np.argmax(np.asarray(x @ np.asarray(params["w"]) + np.asarray(params["b"])), 1) == y))
 
     return {"train_top1": acc(xtr, ytr), "top1": acc(xte, np.asarray(test_labels)), "steps": int(total)}
-
-
-def representation_evals(train_feats, train_labels, test_feats, test_labels, *, methods=("knn", "linear"),
-                         num_classes: int | None = None, knn_k: int = 20, knn_temperature: float = 0.07,
-                         linear_epochs: int = 90, linear_batch_size: int = 16384, linear_lr: float = 0.1,
-                         linear_optimizer: str = "lars") -> dict:
-    """The requested evaluations as ``{"knn_top1": ..., "ncm_top1": ..., "linear_top1": ...}``."""
-    out = {}
-    for m in methods:
-        if m == "knn":
-            out["knn_top1"] = knn_top1(train_feats, train_labels, test_feats, test_labels, k=knn_k,
-                                       temperature=knn_temperature, num_classes=num_classes)
-        elif m == "ncm":
-            out["ncm_top1"] = ncm_top1(train_feats, train_labels, test_feats, test_labels, num_classes)
-        elif m == "linear":
-            out["linear_top1"] = linear_probe(
-                train_feats, train_labels, test_feats, test_labels, num_classes=num_classes,
-                epochs=linear_epochs, batch_size=linear_batch_size, base_lr=linear_lr,
-                optimizer=linear_optimizer)["top1"]
-        else:
-            raise ValueError(f"unknown representation evaluation {m!r}; choose knn, ncm or linear")
-    return out
-
-

@@ -1,7 +1,7 @@
 """Zero-shot classification and cross-modal retrieval from embeddings (numpy, on the host).
 
-The CLIP objective (``vitjax.objectives.clip``) computes the embeddings of a whole split with
-``Trainer.map_batches`` and scores them here:
+The ``zeroshot`` and ``retrieval`` evaluators (``vitjax.evals.image_text``) embed a whole split and
+score it here:
 
 * ``class_embeddings``: prompt ensembling (Radford et al. 2021, sec. 3.1.4): a class is the
   normalised mean of the unit text embeddings of its prompts ("a photo of a {}.", ...).

@@ -14,9 +14,11 @@ backward pass recomputes scores block by block in two kernels, one gridded over 
 
 Contents, in the order of jax's own Pallas ops: ``BlockSizes``; the pure-jnp reference
 ``latent_cross_attention_reference``; the forward kernel; the two backward kernels; the
-``jax.custom_vjp`` joining them; and the dispatcher ``latent_cross_attention``
-(``implementation`` = None/"auto" -> Pallas on TPU/GPU, the reference on CPU; "pallas";
-"reference"; ``interpret=True`` runs the Pallas kernels on CPU through the Pallas interpreter).
+``jax.custom_vjp`` joining them; and the entry point ``latent_cross_attention``, whose
+``implementation`` / ``interpret`` are resolved by ``vitjax.kernels.dispatch`` (the same rule for
+every kernel): None/"auto" -> Pallas on TPU/GPU, the reference on CPU; "pallas"; "reference";
+``interpret=True`` runs the Pallas kernels on any backend through the Pallas interpreter, and
+"pallas" on CPU without it raises.
 
 Masking and padding: N is padded up to a multiple of ``block_kv`` and M to a multiple of
 ``block_q`` (the padding is masked out and sliced off), so any N >= 1 works. Padded and
@@ -27,8 +29,8 @@ Portability (what was and was not verified):
   * Verified: CPU, Pallas interpret mode (``interpret=True``), fp32 and bf16, values and
     gradients against the reference (tests/test_kernel_latent_xattn.py). jax 0.10.2.
   * Verified from the CPU host with ``jax.export`` (tests): forward and both backward kernels
-    lower to Triton IR for CUDA and to Mosaic for TPU, fp32 and bf16 (``_compiler_params`` picks
-    Triton explicitly: this jax otherwise lowers to Mosaic GPU, where the whole-N K/V blocks
+    lower to Triton IR for CUDA and to Mosaic for TPU, fp32 and bf16 (``dispatch.compiler_params``
+    picks Triton explicitly: this jax otherwise lowers to Mosaic GPU, where the whole-N K/V blocks
     exceed shared memory and async-copy limits).
   * NOT verified: compiling those on a TPU/GPU, running there, timings; no such device was
     available.
@@ -54,10 +56,17 @@ import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
 
+from vitjax.kernels.dispatch import (IMPLEMENTATIONS, compiled_for, compiler_params, pad_trailing,
+                                     pow2_at_least_16, resolve, round_up)
+# ``_backend`` is the seam the tests monkeypatch to lower the GPU/TPU paths from a CPU host (every
+# backend lookup in this module goes through it).
+from vitjax.kernels.dispatch import backend as _backend
+
 __all__ = ["BlockSizes", "latent_cross_attention", "latent_cross_attention_reference",
            "IMPLEMENTATIONS"]
 
-IMPLEMENTATIONS = (None, "auto", "pallas", "reference")
+_KERNEL = "latent cross-attention"   # the kernel's name in dispatch's error messages
+_PARALLEL = ("parallel", "parallel", "parallel")   # every grid: (batch, head, block), independent
 
 # A large finite negative score for masked keys: -inf would make exp(-inf - (-inf)) = NaN in the
 # online-softmax rescaling while every key seen so far is masked.
@@ -111,7 +120,7 @@ class BlockSizes:
             if not isinstance(b, (int, np.integer)) or isinstance(b, bool) or b <= 0 or b % _SUBLANE:
                 raise ValueError(f"latent_cross_attention: block size {f.name}={b!r} must be a positive "
                                  f"multiple of {_SUBLANE}")
-        m_pad, n_pad = _round_up(m, self.block_q), _round_up(n, self.block_kv)
+        m_pad, n_pad = round_up(m, self.block_q), round_up(n, self.block_kv)
         bad = [f"{name}={getattr(self, name)}" for name in ("block_q_dkv", "block_q_dq")
                if m_pad % getattr(self, name)]
         bad += [f"{name}={getattr(self, name)}" for name in ("block_kv_dkv", "block_kv_dq")
@@ -123,10 +132,6 @@ class BlockSizes:
                 f"(N={n} padded to a multiple of block_kv={self.block_kv}); choose backward blocks "
                 f"that divide them, or leave them None")
         return m_pad, n_pad
-
-
-def _round_up(x: int, k: int) -> int:
-    return -(-x // k) * k
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -261,6 +266,7 @@ def _forward(q, k, v, keep, scale, bs: BlockSizes, interpret):
     np_, dv = k.shape[2], v.shape[3]
     per_q = lambda bi, hi, i: (bi, hi, i, 0)          # noqa: E731
     whole = lambda bi, hi, i: (bi, hi, 0, 0)          # noqa: E731
+    params = compiler_params(_backend(), interpret, _PARALLEL)
     return pl.pallas_call(
         functools.partial(_fwd_kernel, scale=scale, block_kv=bs.block_kv),
         grid=(b, h, mp // bs.block_q),
@@ -269,28 +275,8 @@ def _forward(q, k, v, keep, scale, bs: BlockSizes, interpret):
         out_specs=[_spec(bs.block_q, dv, per_q), _spec(bs.block_q, 1, per_q)],
         out_shape=[jax.ShapeDtypeStruct((b, h, mp, dv), q.dtype),
                    jax.ShapeDtypeStruct((b, h, mp, 1), jnp.float32)],
-        interpret=interpret, name="latent_xattn_fwd", compiler_params=_compiler_params(interpret),
+        interpret=interpret, name="latent_xattn_fwd", compiler_params=params,
     )(q, k, v, keep)
-
-
-def _backend() -> str:
-    """The platform the kernels are built for (a seam: tests lower the GPU path from a CPU host)."""
-    return jax.default_backend()
-
-
-def _compiler_params(interpret: bool):
-    if interpret:
-        return None
-    backend = _backend()
-    if backend == "tpu":
-        from jax.experimental.pallas import tpu as pltpu
-        return pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "parallel"))
-    if backend == "gpu":
-        # Explicitly Triton: with no compiler params this jax lowers to Mosaic GPU, whose async
-        # copies and shared-memory budget this kernel's whole-N K/V blocks do not fit.
-        from jax.experimental.pallas import triton as pltriton
-        return pltriton.CompilerParams()
-    return None
 
 
 def _backward(q, k, v, keep, out, lse, do, scale, bs: BlockSizes, interpret):
@@ -300,6 +286,7 @@ def _backward(q, k, v, keep, out, lse, do, scale, bs: BlockSizes, interpret):
     delta = jnp.sum(do.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
     whole = lambda bi, hi, i: (bi, hi, 0, 0)          # noqa: E731
     per = lambda bi, hi, i: (bi, hi, i, 0)            # noqa: E731
+    params = compiler_params(_backend(), interpret, _PARALLEL)
     dk_, dv_ = pl.pallas_call(
         functools.partial(_dkv_kernel, scale=scale, block_q=bs.block_q_dkv),
         grid=(b, h, np_ // bs.block_kv_dkv),
@@ -308,7 +295,7 @@ def _backward(q, k, v, keep, out, lse, do, scale, bs: BlockSizes, interpret):
                   _spec(mp, dv, whole), _spec(mp, 1, whole), _spec(mp, 1, whole)],
         out_specs=[_spec(bs.block_kv_dkv, dk, per), _spec(bs.block_kv_dkv, dv, per)],
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
-        interpret=interpret, name="latent_xattn_bwd_dkv", compiler_params=_compiler_params(interpret),
+        interpret=interpret, name="latent_xattn_bwd_dkv", compiler_params=params,
     )(q, k, v, keep, do, lse, delta)
     dq_ = pl.pallas_call(
         functools.partial(_dq_kernel, scale=scale, block_kv=bs.block_kv_dq),
@@ -318,7 +305,7 @@ def _backward(q, k, v, keep, out, lse, do, scale, bs: BlockSizes, interpret):
                   _spec(bs.block_q_dq, dv, per), _spec(bs.block_q_dq, 1, per), _spec(bs.block_q_dq, 1, per)],
         out_specs=_spec(bs.block_q_dq, dk, per),
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
-        interpret=interpret, name="latent_xattn_bwd_dq", compiler_params=_compiler_params(interpret),
+        interpret=interpret, name="latent_xattn_bwd_dq", compiler_params=params,
     )(q, k, v, keep, do, lse, delta)
     return dq_, dk_, dv_
 
@@ -346,21 +333,6 @@ _flash.defvjp(_flash_fwd, _flash_bwd)
 # Public entry point
 
 
-def _pad_axis(x, axis: int, size: int):
-    if x.shape[axis] == size:
-        return x
-    widths = [(0, 0)] * x.ndim
-    widths[axis] = (0, size - x.shape[axis])
-    return jnp.pad(x, widths)
-
-
-def _head_dim(d: int, backend: str, interpret: bool) -> int:
-    """Triton tensors need power-of-two shapes and ``dot`` needs >= 16; TPU takes the full dim."""
-    if backend == "tpu" and not interpret:
-        return d
-    return max(16, pl.next_power_of_2(d))
-
-
 def latent_cross_attention_pallas(q, k, v, mask=None, *, scale: float | None = None,
                                   block_sizes: BlockSizes | None = None, interpret: bool = False):
     """The Pallas path: pads M, N and the head dims, runs the flash kernels, slices the result."""
@@ -370,19 +342,21 @@ def latent_cross_attention_pallas(q, k, v, mask=None, *, scale: float | None = N
     scale = 1.0 / math.sqrt(dk) if scale is None else float(scale)
     bs = (block_sizes or BlockSizes()).resolve(m, n)
     m_pad, n_pad = bs.validate(m, n)
-    backend = _backend()
-    if backend == "tpu" and not interpret:
+    target = compiled_for(_backend(), interpret)
+    if target == "tpu":
         off = [f"{f}={getattr(bs, f)}" for f in ("block_kv", "block_kv_dkv", "block_kv_dq")
                if getattr(bs, f) % 128]
         if off:
             raise ValueError(f"latent_cross_attention: on TPU the kv block sizes must be multiples of 128; got "
                              f"{', '.join(off)}")
-    dk_pad, dv_pad = _head_dim(dk, backend, interpret), _head_dim(dv, backend, interpret)
+    # Head dims: the full dim compiled for TPU; else (Triton, and the interpreter, which runs the
+    # GPU form) a power of two >= 16, as Triton's tensors and ``dot`` need.
+    dk_pad, dv_pad = (dk, dv) if target == "tpu" else (pow2_at_least_16(dk), pow2_at_least_16(dv))
     keep = jnp.ones((b, n), jnp.int32) if mask is None else mask.astype(jnp.int32)
-    keep = _pad_axis(keep, 1, n_pad)[:, None, :]                      # padded keys are masked
-    qp = _pad_axis(_pad_axis(q, 2, m_pad), 3, dk_pad)                 # zero dims add 0 to q.k
-    kp = _pad_axis(_pad_axis(k, 2, n_pad), 3, dk_pad)
-    vp = _pad_axis(_pad_axis(v, 2, n_pad), 3, dv_pad)
+    keep = pad_trailing(keep, n_pad)[:, None, :]                      # padded keys are masked
+    qp = pad_trailing(q, m_pad, dk_pad)                               # zero dims add 0 to q.k
+    kp = pad_trailing(k, n_pad, dk_pad)
+    vp = pad_trailing(v, n_pad, dv_pad)
     out = _flash(qp, kp, vp, keep, scale, bs, bool(interpret))
     return out[:, :, :m, :dv]
 
@@ -397,20 +371,15 @@ def latent_cross_attention(q, k, v, mask=None, *, scale: float | None = None,
       mask: [B, N] bool, True where the input element is real; None = all real.
       scale: score scale; default 1/sqrt(D).
       block_sizes: ``BlockSizes`` for the Pallas path (None fields get defaults).
-      implementation: None/"auto" (Pallas on TPU/GPU, reference on CPU), "pallas" or "reference".
-      interpret: run the Pallas kernels in the Pallas interpreter; None = only on CPU.
+      implementation: None/"auto" (Pallas on TPU/GPU, reference on CPU), "pallas" or "reference";
+        see ``vitjax.kernels.dispatch`` ("pallas" on CPU needs ``interpret=True``).
+      interpret: run the Pallas kernels in the Pallas interpreter (any backend); None: compiled
+        for TPU/GPU.
     Returns:
       [B, H, M, Dv] in q's dtype. Samples with every key masked give zeros.
     """
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"latent_cross_attention: implementation={implementation!r}; choose one of "
-                         f"{IMPLEMENTATIONS}")
-    backend = _backend()
-    if implementation in (None, "auto"):
-        implementation = "pallas" if (backend in ("tpu", "gpu") or interpret) else "reference"
-    if implementation == "reference":
+    impl, interp = resolve(_KERNEL, implementation, interpret, _backend())
+    if impl == "reference":
         return latent_cross_attention_reference(q, k, v, mask, scale=scale)
-    if interpret is None:
-        interpret = backend not in ("tpu", "gpu")
     return latent_cross_attention_pallas(q, k, v, mask, scale=scale, block_sizes=block_sizes,
-                                         interpret=interpret)
+                                         interpret=interp)

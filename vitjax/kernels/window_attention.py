@@ -41,10 +41,11 @@ GPU (with none, this jax would pick the Mosaic GPU backend). Note that with the 
 window block per backward group, the bias-gradient accumulator is [N / block_windows, H, Tp, Tp]
 in HBM: a fraction 1 / block_windows of a score tensor, not the few T x T tiles of the TPU mode.
 
-Implementations (``implementation=``): ``"pallas"`` (this kernel), ``"reference"`` (pure jnp, the
-numerics this kernel is tested against), ``None``/``"auto"``: Pallas on TPU and GPU, reference on
-CPU. ``interpret=True`` runs the Pallas kernel in Pallas's interpreter on any backend, in its
-padded GPU form with ``pad_tokens=True``.
+Implementations (``implementation=``, resolved by ``vitjax.kernels.dispatch``, the same rule for
+every kernel): ``"pallas"`` (this kernel), ``"reference"`` (pure jnp, the numerics this kernel is
+tested against), ``None``/``"auto"``: Pallas on TPU and GPU, reference on CPU. ``interpret=True``
+runs the Pallas kernel in Pallas's interpreter on any backend, in its padded GPU form with
+``pad_tokens=True``; ``"pallas"`` on CPU without it raises.
 
 What was verified (2 CPU cores, no accelerator; tests/test_kernel_window_attention.py):
 * Interpret mode against the reference, fp32 relative error <= 1e-5 on the output and on the
@@ -73,10 +74,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
+from vitjax.kernels.dispatch import IMPLEMENTATIONS, compiled_for, compiler_params, pad_trailing, resolve
+# Module-level names the tests use: ``_backend`` is the seam they monkeypatch to lower the GPU path
+# from a CPU host (every backend lookup in this module goes through it).
+from vitjax.kernels.dispatch import backend as _backend
+from vitjax.kernels.dispatch import pow2_at_least_16 as _pow2_at_least_16
+
 __all__ = ["BlockSizes", "relative_position_index", "window_shift_mask", "window_attention",
            "window_attention_reference", "IMPLEMENTATIONS"]
 
-IMPLEMENTATIONS = ("auto", "pallas", "reference")
+_KERNEL = "window-attention"   # the kernel's name in dispatch's error messages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,10 +197,6 @@ _PAD_QUERY = -1   # padded query row, real key: the row is computed and sliced o
 _PAD_KEY = -2     # padded key column: masked to probability exactly 0
 
 
-def _pow2_at_least_16(n: int) -> int:
-    return max(16, 1 << (int(n) - 1).bit_length())
-
-
 def _padded_index(window_size: int, tp: int) -> np.ndarray:
     """[tp, tp] relative-position index with the padded rows / columns marked (see _PAD_*)."""
     idx = relative_position_index(window_size)
@@ -202,11 +205,6 @@ def _padded_index(window_size: int, tp: int) -> np.ndarray:
     out[:, t:] = _PAD_KEY
     out[:t, :t] = idx
     return out
-
-
-def _pad_to(x, t, d):
-    """Zero-pad [..., T, head_dim] to [..., t, d]."""
-    return jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, t - x.shape[-2]), (0, d - x.shape[-1])])
 
 
 def _gather_bias(idx, table_ref, num_rel):
@@ -341,26 +339,6 @@ def _blocks(n, nw, t, requested, min_rows):
     return _pick_block(n, t, requested, min_rows, "total number of windows")
 
 
-def _backend() -> str:
-    """The platform the kernels are built for (a seam: tests lower the GPU path from a CPU host)."""
-    return jax.default_backend()
-
-
-def _compiler_params(semantics, interpret):
-    if interpret:
-        return None
-    backend = _backend()
-    if backend == "tpu":
-        from jax.experimental.pallas import tpu as pltpu
-        return pltpu.CompilerParams(dimension_semantics=semantics)
-    if backend == "gpu":
-        # Explicitly Triton: with no compiler params this jax picks the Mosaic GPU backend, which
-        # the kernel is not written for.
-        from jax.experimental.pallas import triton as pltriton
-        return pltriton.CompilerParams()
-    return None
-
-
 def _mask_index(nb_mask):
     # The block of windows n*bw .. (n+1)*bw - 1 sits at window positions (n % (nW / bw)) * bw ...
     return lambda n: (n % nb_mask, 0, 0)
@@ -383,7 +361,7 @@ def _fwd_call(q, k, v, table_t, mask, idx, scale, bw, padded, interpret):
     return pl.pallas_call(
         kernel, out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype), grid=(n // bw, h),
         in_specs=in_specs, out_specs=win_spec,
-        compiler_params=_compiler_params(("parallel", "parallel"), interpret),
+        compiler_params=compiler_params(_backend(), interpret, ("parallel", "parallel")),
         interpret=interpret, name="window_attention_fwd")(*args)
 
 
@@ -392,7 +370,7 @@ def _bwd_call(q, k, v, do, table_t, mask, idx, scale, bw, groups, padded, interp
     r = table_t.shape[1]
     nb = n // bw
     if groups is None:
-        groups = nb if (_backend() == "gpu" and not interpret) else 1
+        groups = nb if compiled_for(_backend(), interpret) == "gpu" else 1
     if groups <= 0 or nb % groups:
         raise ValueError(f"bwd_groups={groups} must be a positive divisor of the {nb} backward window blocks")
     per = nb // groups
@@ -415,7 +393,7 @@ def _bwd_call(q, k, v, do, table_t, mask, idx, scale, bw, groups, padded, interp
     kernel = functools.partial(_bwd_kernel, scale=scale, num_rel=r, has_mask=has_mask, padded=padded)
     dq, dk, dv, _, dtable = pl.pallas_call(
         kernel, out_shape=out_shape, grid=(h, groups, per), in_specs=in_specs, out_specs=out_specs,
-        compiler_params=_compiler_params(("parallel", "parallel", "arbitrary"), interpret),
+        compiler_params=compiler_params(_backend(), interpret, ("parallel", "parallel", "arbitrary")),
         interpret=interpret, name="window_attention_bwd")(*args)
     return dq, dk, dv, dtable.sum(0)[..., 0].T  # [R, H]
 
@@ -434,7 +412,7 @@ def _kernel_operands(q, shift_mask, window_size, pad):
     if not pad:
         return t, d, jnp.asarray(relative_position_index(window_size)), shift_mask
     tp, dp = _pow2_at_least_16(t), _pow2_at_least_16(d)
-    mask = None if shift_mask is None else _pad_to(shift_mask, tp, tp)
+    mask = None if shift_mask is None else pad_trailing(shift_mask, tp, tp)
     return tp, dp, jnp.asarray(_padded_index(window_size, tp)), mask
 
 
@@ -444,7 +422,7 @@ def _vjp_fwd(q, k, v, bias_table, shift_mask, window_size, scale, blocks, pad, i
     nw = None if shift_mask is None else shift_mask.shape[0]
     bw = _blocks(n, nw, tp, blocks.block_windows, blocks.min_rows)
     table_t = bias_table.T[..., None]                        # [H, R, 1]: one head's column per block
-    qp, kp, vp = ((_pad_to(x, tp, dp) for x in (q, k, v)) if pad else (q, k, v))
+    qp, kp, vp = ((pad_trailing(x, tp, dp) for x in (q, k, v)) if pad else (q, k, v))
     out = _fwd_call(qp, kp, vp, table_t, mask, idx, scale, bw, pad, interpret)
     if pad:
         out = out[:, :, :t, :d]
@@ -458,7 +436,7 @@ def _vjp_bwd(window_size, scale, blocks, pad, interpret, res, do):
     nw = None if shift_mask is None else shift_mask.shape[0]
     bw = _blocks(n, nw, tp, blocks.block_windows_bwd or blocks.block_windows, blocks.min_rows)
     # Padded query rows get a zero output gradient, so they add nothing to dk, dv or the table.
-    ops = [_pad_to(x, tp, dp) for x in (q, k, v, do)] if pad else [q, k, v, do]
+    ops = [pad_trailing(x, tp, dp) for x in (q, k, v, do)] if pad else [q, k, v, do]
     dq, dk, dv, dtable = _bwd_call(*ops, bias_table.T[..., None], mask, idx, scale, bw,
                                    blocks.bwd_groups, pad, interpret)
     if pad:
@@ -471,26 +449,7 @@ _window_attention_pallas.defvjp(_vjp_fwd, _vjp_bwd)
 
 
 # ----------------------------------------------------------------------------------------------------
-# dispatcher
-
-
-def _resolve(implementation: str | None, interpret: bool | None) -> tuple[str, bool]:
-    impl = "auto" if implementation is None else implementation
-    if impl not in IMPLEMENTATIONS:
-        raise ValueError(f"unknown window-attention implementation {implementation!r}; choose one of "
-                         f"{list(IMPLEMENTATIONS)} (or None for auto)")
-    backend = _backend()
-    if impl == "auto":
-        impl = "pallas" if (interpret or backend in ("tpu", "gpu")) else "reference"
-    if impl == "reference":
-        return impl, False
-    if interpret is None:
-        interpret = False
-    if not interpret and backend not in ("tpu", "gpu"):
-        raise ValueError(f"the Pallas window-attention kernel needs a TPU or GPU but the backend is "
-                         f"{backend!r}; pass interpret=True to run it in the Pallas interpreter, or "
-                         f"implementation='reference'")
-    return impl, bool(interpret)
+# public entry point
 
 
 def window_attention(q, k, v, bias_table, shift_mask=None, *, window_size: int, scale: float | None = None,
@@ -506,8 +465,10 @@ def window_attention(q, k, v, bias_table, shift_mask=None, *, window_size: int, 
       window_size: the window side W.
       scale: score scale; default head_dim ** -0.5.
       block_sizes: ``BlockSizes`` for the Pallas kernels.
-      implementation: None/"auto" (Pallas on TPU/GPU, reference on CPU), "pallas", "reference".
-      interpret: run the Pallas kernel in the interpreter (any backend, e.g. CPU tests).
+      implementation: None/"auto" (Pallas on TPU/GPU, reference on CPU), "pallas", "reference";
+        see ``vitjax.kernels.dispatch`` ("pallas" on CPU needs ``interpret=True``).
+      interpret: run the Pallas kernel in the interpreter (any backend, e.g. CPU tests); None:
+        compiled for TPU/GPU.
       pad_tokens: run the GPU form of the kernel: tokens and head_dim zero-padded to powers of two
         >= 16 (T = 49 -> 64), padded keys masked to probability 0, padded query rows and head
         columns sliced off, one 2-D matmul chain per window. None: on when the kernel is compiled
@@ -517,14 +478,14 @@ def window_attention(q, k, v, bias_table, shift_mask=None, *, window_size: int, 
       [num_windows_total, heads, T, head_dim] in q's dtype.
     """
     _check(q, k, v, bias_table, shift_mask, window_size)
-    impl, interp = _resolve(implementation, interpret)
+    impl, interp = resolve(_KERNEL, implementation, interpret, _backend())
     if impl == "reference":
         return window_attention_reference(q, k, v, bias_table, shift_mask, window_size=window_size,
                                           scale=scale)
     blocks = block_sizes or BlockSizes()
     if not isinstance(blocks, BlockSizes):
         raise TypeError(f"block_sizes must be a window_attention.BlockSizes, got {type(blocks).__name__}")
-    on_gpu = _backend() == "gpu" and not interp
+    on_gpu = compiled_for(_backend(), interp) == "gpu"
     pad = on_gpu if pad_tokens is None else bool(pad_tokens)
     if on_gpu and not pad:
         raise ValueError("the Pallas window-attention kernel compiled for GPU (Triton) needs pad_tokens=True "

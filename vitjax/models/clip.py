@@ -19,7 +19,7 @@ embeddings that reads out the end-of-text token's output (``text_pool``):
   whose end token is 2);
 * ``"last"``: the last position (SigLIP's bidirectional text tower, fixed-length padded text).
 
-Parameter layout (what ``vitjax.export.clip`` maps to open_clip / HF ``CLIPModel``)::
+Parameter layout (what ``vitjax.interop.clip`` maps to open_clip / HF ``CLIPModel``)::
 
     img/...        the ViT (patch_embed, cls, pos_embedding, ln_pre, encoder/block{i}, encoder_norm,
                    map_probe + map/ for pool="map")
@@ -27,7 +27,7 @@ Parameter layout (what ``vitjax.export.clip`` maps to open_clip / HF ``CLIPModel
     txt/token_embed/embedding [V, Dt]   txt/pos_embedding [T, Dt]   txt/encoder/...  txt/encoder_norm
     logits/scale []  log of the logit scale        logits/bias []  (SigLIP only)
 
-``logits/scale`` and ``logits/bias`` sit under names that ``vitjax.optim.decay_mask`` already
+``logits/scale`` and ``logits/bias`` sit under names that ``vitjax.training.optim.decay_mask`` already
 exempts from weight decay (open_clip exempts ``logit_scale`` too).
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ from flax import linen as nn
 from vitjax.models.transformer import ACT_TOKENS, Attention, Encoder, LayerNorm, MlpBlock, _p
 from vitjax.models.vit import SIZES as VIT_SIZES
 from vitjax.models.vit import ViT, decode_variant
-from vitjax.registry import build_module, register_model
+from vitjax.models.registry import build_module, register_model
 
 # OpenAI CLIP / open_clip text towers: name -> (width, depth, heads), mlp 4x width; and the shared
 # embedding width per image variant. Radford et al. 2021, Table 20 (ViT-B/32, B/16: text 512 wide,
@@ -236,7 +236,7 @@ class CLIP(nn.Module):
     @nn.nowrap    # not a module method: callable on an unbound model (returns a top-level module)
     def image_tower_module(self) -> ClipImageTower:
         """The image tower as a module of its own (``params["img"]`` is its parameter tree): e.g. to
-        load a pretrained ViT into it for LiT with ``vitjax.export.vit.import_pretrained(path,
+        load a pretrained ViT into it for LiT with ``vitjax.interop.vit.import_pretrained(path,
         model.image_tower_module(), drop_head=True)`` (build the CLIP with ``vision_pre_norm=False``
         so that the tower is exactly a vitjax/timm ViT)."""
         return ClipImageTower(
@@ -291,6 +291,12 @@ class CLIP(nn.Module):
     def logit_params(self):
         """(scale, bias or None): the clamped exp(logit scale) and SigLIP's bias."""
         return self.logits()
+
+    def example_inputs(self, batch_size: int = 1) -> tuple:
+        """Shapes of ``model.init``'s inputs: images and a full-length token batch."""
+        s = self.image_size
+        return (jax.ShapeDtypeStruct((batch_size, s, s, self.in_channels), jnp.float32),
+                jax.ShapeDtypeStruct((batch_size, self.text_context_length), jnp.int32))
 
     def __call__(self, images, tokens, *, train: bool = False):
         scale, bias = self.logits()

@@ -24,7 +24,7 @@ from flax import linen as nn
 
 from vitjax.models.transformer import _p
 from vitjax.models.vit import ViT, decode_variant
-from vitjax.registry import build_module, register_model
+from vitjax.models.registry import build_module, register_model
 
 
 def _torch_linear_init(key, shape, dtype=jnp.float32):

@@ -12,7 +12,7 @@ sequence length is fixed and every op stays batch-parallel (sharded along ``act_
 Parameters: ``encoder/...`` is exactly a vitjax ``ViT`` (class token, sin-cos positions, no head),
 so the pretrained encoder exports to timm/HF ViT and initialises a classifier for fine-tuning;
 ``decoder_embed``, ``mask_token``, ``decoder/block{i}``, ``decoder_norm`` and ``decoder_pred`` are
-the decoder (HF ``ViTMAEForPreTraining`` has the same parts; see ``vitjax.export.mae``).
+the decoder (HF ``ViTMAEForPreTraining`` has the same parts; see ``vitjax.interop.mae``).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from flax import linen as nn
 from vitjax.models.posemb import sincos_2d_with_prefix
 from vitjax.models.transformer import ACT_TOKENS, Encoder, LayerNorm, _p
 from vitjax.models.vit import ViT, decode_variant
-from vitjax.registry import build_module, register_model
+from vitjax.models.registry import build_module, register_model
 
 
 def random_masking(noise: jax.Array, mask_ratio: float):

@@ -15,7 +15,7 @@ Outputs (``decoder``):
   * "pool"  -- Perceiver: average the latents, LayerNorm, linear -> logits [B, num_classes].
   * "query" -- Perceiver IO classification: one learned query cross-attends to the latents, then a
     linear layer -> logits [B, num_classes]. Same layout as HF ``PerceiverForImageClassificationFourier``
-    (see ``vitjax.export.perceiver``).
+    (see ``vitjax.interop.perceiver``).
   * "dense" -- Perceiver IO dense output: one query per input position (its Fourier features)
     cross-attends to the latents -> [B, H, W, num_classes] (e.g. per-pixel logits or flow).
 
@@ -33,14 +33,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import linen as nn
 
 from vitjax.kernels.latent_cross_attention import BlockSizes, latent_cross_attention
 from vitjax.models.transformer import (
     ACT_HEADS, ACT_TOKENS, Attention, EncoderBlock, Einsum, LayerNorm, MlpBlock, _p, remat_block)
-from vitjax.registry import build_module, register_model
+from vitjax.models.registry import build_module, register_model
 
 DECODERS = ("pool", "query", "dense")
 
@@ -204,7 +206,8 @@ class Perceiver(nn.Module):
       concat_pos: concatenate raw coordinates to the sin/cos features (the d in d(2K+1)).
       decoder: "pool" (Perceiver), "query" (Perceiver IO classification), "dense" (per position).
       attention: latent cross-attention implementation: None/"auto", "pallas" or "reference".
-      attention_interpret: run the Pallas kernel in interpret mode (None: only on CPU).
+      attention_interpret: run the Pallas kernel in the Pallas interpreter (None: compiled for TPU/GPU;
+        "pallas" on a CPU host needs True).
       block_q, block_kv: the kernel's forward tile sizes (None: its defaults).
       remat: rematerialisation policy for the latent self-attention layers (see transformer.py).
     """
@@ -423,6 +426,10 @@ class PerceiverAR(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
+    def example_inputs(self, batch_size: int = 1) -> tuple:
+        """Shapes of ``model.init``'s inputs: a full-length token batch."""
+        return (jax.ShapeDtypeStruct((batch_size, self.max_len), jnp.int32),)
+
     @nn.compact
     def __call__(self, tokens, *, train: bool = False):
         if tokens.ndim != 2:
@@ -461,7 +468,6 @@ def next_token_loss(logits, tokens):
 
     Latent i (position N - M + i) predicts token N - M + i + 1, so the last latent has no target in
     ``tokens`` [B, N] and is dropped: M - 1 predictions per sequence."""
-    import optax
     m, n = logits.shape[1], tokens.shape[1]
     targets = tokens[:, n - m + 1:]
     return optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1].astype(jnp.float32), targets).mean()

@@ -37,22 +37,27 @@ def sincos_2d_with_prefix(dim: int, grid_h: int, grid_w: int, num_prefix: int) -
 
 
 def resize_posemb(posemb: jax.Array | np.ndarray, num_prefix: int, old_grid: tuple[int, int],
-                  new_grid: tuple[int, int]) -> np.ndarray:
-    """Resizes a learned table ``[1, num_prefix + gh*gw, D]`` to a new patch grid (bilinear).
+                  new_grid: tuple[int, int], method: str = "bilinear", antialias: bool = True):
+    """Resizes a learned table ``[1, num_prefix + gh*gw, D]`` to a new patch grid.
 
-    Prefix tokens (class / distillation) keep their embeddings; the patch part is interpolated, as
-    for fine-tuning at a higher resolution (Dosovitskiy et al. 2021, sec. 3.2).
+    Prefix tokens (class / distillation) keep their embeddings; the patch part is interpolated in
+    float32, as for fine-tuning at a higher resolution (Dosovitskiy et al. 2021, sec. 3.2).
+    ``method``: "bilinear" (fine-tuning, init-from-weights) or "cubic" with ``antialias=False``
+    (DINO's ``interpolate_pos_encoding``, used by ``ViT(dynamic_img_size=True)`` under jit). A numpy
+    table gives a numpy table (the same object when the grids agree); a jax array (or tracer), a
+    jax array.
     """
-    posemb = np.asarray(posemb)
+    host = isinstance(posemb, np.ndarray)
     if posemb.ndim != 3 or posemb.shape[1] != num_prefix + old_grid[0] * old_grid[1]:
         raise ValueError(
             f"position embedding of shape {posemb.shape} does not hold {num_prefix} prefix tokens "
             f"plus a {old_grid[0]}x{old_grid[1]} grid")
     if tuple(old_grid) == tuple(new_grid):
         return posemb
-    prefix, grid = posemb[:, :num_prefix], posemb[:, num_prefix:]
-    dim = grid.shape[-1]
-    grid = grid.reshape(old_grid[0], old_grid[1], dim)
-    grid = jax.image.resize(jnp.asarray(grid, jnp.float32), (new_grid[0], new_grid[1], dim), "bilinear")
-    grid = np.asarray(grid, dtype=posemb.dtype).reshape(1, new_grid[0] * new_grid[1], dim)
-    return np.concatenate([prefix, grid], axis=1)
+    dim = posemb.shape[-1]
+    grid = jnp.asarray(posemb[:, num_prefix:], jnp.float32).reshape(1, old_grid[0], old_grid[1], dim)
+    grid = jax.image.resize(grid, (1, new_grid[0], new_grid[1], dim), method, antialias=antialias)
+    grid = grid.reshape(1, new_grid[0] * new_grid[1], dim).astype(posemb.dtype)
+    if host:
+        return np.concatenate([posemb[:, :num_prefix], np.asarray(grid)], axis=1)
+    return jnp.concatenate([posemb[:, :num_prefix], grid], axis=1)

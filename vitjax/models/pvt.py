@@ -32,7 +32,7 @@ import numpy as np
 from flax import linen as nn
 
 from vitjax.models.transformer import DropPath, classifier_head, Einsum, LayerNorm, _p, activation_fn, dense_init
-from vitjax.registry import build_module, register_model
+from vitjax.models.registry import build_module, register_model
 
 # name: (embed_dims, depths, num_heads, mlp_ratios). Wang et al. 2022 (PVT v2), Table 1 and timm
 # pvt_v2_b0..b5 (b5 uses mlp ratio 4 everywhere); v1: Wang et al. 2021, Table 1.

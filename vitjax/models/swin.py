@@ -33,7 +33,7 @@ from flax import linen as nn
 
 from vitjax.kernels.window_attention import window_attention, window_shift_mask
 from vitjax.models.transformer import DropPath, classifier_head, Einsum, LayerNorm, MlpBlock, _p, dense_init, remat_block
-from vitjax.registry import build_module, register_model
+from vitjax.models.registry import build_module, register_model
 
 # name: (embed_dim, depths, num_heads). Liu et al. 2021, sec. 3.3 ("Architecture Variants");
 # all use window 7 at 224px, mlp_ratio 4, head dim 32.

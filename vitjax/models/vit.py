@@ -9,13 +9,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from vitjax.models.posemb import sincos_2d_with_prefix
+from vitjax.models.posemb import resize_posemb, sincos_2d_with_prefix
 from vitjax.models.transformer import ACT_TOKENS, Encoder, LayerNorm, _p, classifier_head
-from vitjax.registry import build_module, register_model
+from vitjax.models.registry import build_module, register_model
 
 # name: (width, depth, heads, mlp_dim).
 # Ti/S/B/L/H: Dosovitskiy et al. 2021, Table 1 (Ti and S as in Touvron et al. 2021, DeiT Table 1);
@@ -46,17 +45,6 @@ def decode_variant(variant: str) -> dict[str, int]:
     if m.group(2):
         out["patch_size"] = int(m.group(2))
     return out
-
-
-def resample_pos_embedding(pos: jax.Array, old_grid: tuple[int, int], new_grid: tuple[int, int],
-                           num_prefix: int) -> jax.Array:
-    """[1, prefix + h*w, D] learned positions -> [1, prefix + H*W, D]: the patch part resized
-    bicubically (no antialiasing, as DINO's ``interpolate_pos_encoding``), prefix tokens kept."""
-    d = pos.shape[-1]
-    patches = pos[:, num_prefix:].reshape(1, *old_grid, d).astype(jnp.float32)
-    patches = jax.image.resize(patches, (1, *new_grid, d), method="cubic", antialias=False)
-    patches = patches.reshape(1, new_grid[0] * new_grid[1], d).astype(pos.dtype)
-    return jnp.concatenate([pos[:, :num_prefix], patches], axis=1)
 
 
 class ViT(nn.Module):
@@ -154,7 +142,7 @@ class ViT(nn.Module):
             pos = self.param("pos_embedding", _p(nn.initializers.normal(0.02), (None, "posemb_len", "embed")),
                              (1, n_pos, self.width), self.param_dtype)
             if grid != self.grid:
-                pos = resample_pos_embedding(pos, self.grid, grid, self.num_prefix_tokens)
+                pos = resize_posemb(pos, self.num_prefix_tokens, self.grid, grid, method="cubic", antialias=False)
         else:
             pos = sincos_2d_with_prefix(self.width, *grid, self.num_prefix_tokens)[None]
         x = x + pos.astype(x.dtype)

@@ -1,34 +1,62 @@
 """The objective interface: what the generic train loop needs to know about a training recipe.
 
-An objective owns the loss and the metrics. The train loop (``vitjax.trainer``) owns everything else:
-sharding, the optimizer step, checkpoints, logging. A new recipe (MAE, CLIP, DINO...) is a new
-``Objective`` subclass registered by name, with no change to the loop.
+An objective owns the loss, the metrics, and any state of its own (a teacher, an EMA, a centre).
+The train loop (``vitjax.training.trainer``) owns everything else: sharding, the optimizer step,
+checkpoints, logging, evaluation. A new recipe (MAE, CLIP, DINO...) is a new ``Objective`` subclass
+registered by name, with no change to the loop. Objectives never see the trainer: they get the
+model and a frozen ``RunInfo`` (mesh, rules, schedule length, batch sizes).
+
+One loss signature serves every objective:
+
+    loss(model, params, state, batch, rng, *, train, step, run) -> (loss, metrics, aux)
+
+``state`` is the objective's own state (``{}`` when it keeps none); ``aux`` (a pytree of arrays) goes
+to ``update_state`` after the optimizer step.
 """
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable
+import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-_OBJECTIVES: dict[str, Callable[..., "Objective"]] = {}
+from vitjax.registry import Registry
+
+OBJECTIVES = Registry("objective", unknown_message="unknown objective {name!r}; nearest: {near}; "
+                                                   "registered: {names}")
 
 
 def register_objective(name: str):
-    def wrap(cls):
-        _OBJECTIVES[name] = cls
-        return cls
-    return wrap
+    return OBJECTIVES.register(name)
 
 
 def create_objective(cfg: ml_collections.ConfigDict) -> "Objective":
-    name = cfg.get("name", "classification")
-    if name not in _OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; registered: {sorted(_OBJECTIVES)}")
-    kwargs = {k: v for k, v in cfg.items() if k != "name"}
-    return _OBJECTIVES[name](**kwargs)
+    cfg = dict(cfg)
+    return OBJECTIVES.get(cfg.pop("name", "classification"))(**cfg)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """What an objective may know about the run it is part of.
+
+    Attributes:
+      mesh: the device mesh; rules: the logical-axis rules table (``vitjax.sharding``).
+      steps_per_epoch, total_steps: the schedule (DINO's temperature and momentum follow it).
+      batch_size, eval_batch_size: global batch sizes.
+    """
+    mesh: Mesh
+    rules: tuple
+    steps_per_epoch: int
+    total_steps: int
+    batch_size: int
+    eval_batch_size: int
+
+    def replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, PartitionSpec())
 
 
 class Objective(abc.ABC):
@@ -49,8 +77,11 @@ class Objective(abc.ABC):
         return (batch["image"],)
 
     @abc.abstractmethod
-    def loss(self, model, params, batch, rng: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Returns (scalar loss, dict of scalar metrics) for one batch."""
+    def loss(self, model, params, state, batch, rng: jax.Array, *, train: bool, step, run: RunInfo
+             ) -> tuple[jax.Array, dict[str, jax.Array], Any]:
+        """(scalar loss, dict of scalar metrics, aux) for one batch. ``state``: the objective's state
+        (``{}`` when it keeps none); ``step``: the optimizer step (traced), for schedules such as
+        DINO's teacher temperature; ``aux``: a pytree of arrays for ``update_state`` (``{}``)."""
         raise NotImplementedError
 
     @abc.abstractmethod
@@ -58,62 +89,65 @@ class Objective(abc.ABC):
         """Returns {name: (sum over the batch's real examples, count)}; the loop divides at the end."""
         raise NotImplementedError
 
-    # ----------------------------------------------------------- objectives with a state of their own
-    #: True for objectives that keep state in ``TrainState.extra`` (a teacher, an EMA of the weights,
-    #: a centre): the trainer then calls ``abstract_state``/``init_state`` at start-up,
-    #: ``stateful_loss`` instead of ``loss`` and ``update_state`` after each optimizer step. The
-    #: state is sharded as ``abstract_state`` says and checkpointed with the rest.
-    stateful: bool = False
+    def eval_losses(self, model, params, batch) -> jax.Array | None:
+        """Per-example eval losses [B] (for standard errors of the eval loss), or None when the
+        objective has no per-example loss. Default: None."""
+        del model, params, batch
+        return None
 
-    def abstract_state(self, trainer, abstract_params, param_shardings) -> tuple[Any, Any]:
-        """(shapes/dtypes of the state, its shardings). Called under the mesh + rules context."""
-        raise NotImplementedError
+    # ------------------------------------------------------------------ an objective's own state
+    def abstract_state(self, model, run: RunInfo, abstract_params, param_shardings) -> tuple[Any, Any]:
+        """(shapes/dtypes of the objective's state, its shardings); ``({}, {})`` when it keeps none.
+        Called under the mesh + rules context. The state lives in ``TrainState.extra``: sharded as
+        said here, checkpointed with the run, passed to ``loss`` and updated by ``update_state``."""
+        del model, run, abstract_params, param_shardings
+        return {}, {}
 
-    def init_state(self, trainer, params) -> Any:
+    def init_state(self, model, run: RunInfo, params) -> Any:
         """The state's initial value (host or device arrays); ``params`` are the freshly
-        initialised (or pretrained) model parameters."""
-        raise NotImplementedError
+        initialised (or pretrained) model parameters. Default: ``{}``."""
+        del model, run, params
+        return {}
 
-    def stateful_loss(self, model, params, state, batch, rng, *, train: bool, step=None):
-        """(scalar loss, metrics, aux): ``aux`` (a pytree of arrays, e.g. a batch mean of teacher
-        outputs) goes to ``update_state``. ``step``: the optimizer step (traced), for schedules such
-        as DINO's teacher temperature."""
-        raise NotImplementedError
-
-    def update_state(self, state, params, aux, step) -> Any:
+    def update_state(self, state, params, aux, step, run: RunInfo) -> Any:
         """The state after an optimizer step (inside the jitted step). Default: unchanged."""
-        del params, aux, step
+        del params, aux, step, run
         return state
 
     def eval_params(self, params, state) -> Any:
-        """The parameters the trainer evaluates at eval steps (``eval_metrics`` and ``extra_evals``):
-        the trained ones by default; DINO evaluates its EMA teacher, as the paper does."""
+        """The parameters evaluated at eval steps: the trained ones by default; DINO evaluates its
+        EMA teacher, as the paper does."""
         del state
         return params
 
-    def frozen_until(self, params, steps_per_epoch: int) -> Any:
+    # ---------------------------------------------------------------------- what trains at all
+    def frozen_until(self, params, run: RunInfo) -> Any:
         """None, or a tree shaped like ``params`` of ints: a parameter gets no update (gradient and
         weight decay zeroed) while the step is below its value (DINO: the last layer in the first
         epoch). Default: None."""
-        del params, steps_per_epoch
+        del params, run
+        return None
+
+    def frozen(self, params) -> Any:
+        """None, or a tree of bools shaped like ``params``: True = never updated, weight decay
+        included (LiT's locked image tower). Default: None."""
+        del params
         return None
 
     def check_model(self, model) -> None:
         """Start-up checks of the model against the objective's settings (raise ValueError with a
         message naming both sides); the trainer reports them as config errors. Default: none."""
 
-    #: True when ``frozen(params)`` marks parameters that must get no update at all (e.g. LiT's
-    #: locked image tower); the trainer then routes them to ``optax.set_to_zero``.
-    freezes_params: bool = False
+    # ------------------------------------------------------------------------------ evaluation
+    def feature_fn(self, model):
+        """``fn(params, images [B, H, W, C]) -> [B, D]``: the frozen features that representation
+        evaluators (kNN, NCM, linear probe) score. Default: the model's pooled features before its
+        head (``model.apply(..., output="features")``)."""
+        return lambda p, images: model.apply({"params": p}, images, output="features")
 
-    def frozen(self, params) -> Any:
-        """A tree of bools shaped like ``params``: True = keep fixed. Used when ``freezes_params``."""
-        return jax.tree.map(lambda _: False, params)
-
-    def extra_evals(self, trainer, params) -> dict[str, float]:
-        """Whole-split evaluations that per-batch sums cannot express (kNN, linear probe, zero-shot,
-        retrieval), run at every eval step; returns ``{name: value}``, logged as ``eval/<name>``.
-        ``trainer.map_batches`` gives features of a whole split. Default: none."""
+    def default_evals(self) -> dict[str, dict]:
+        """Evaluator specs this objective runs at eval steps unless ``config.evals`` overrides them,
+        ``{name: dict(type=..., ...)}`` (``vitjax.evals``). Default: none."""
         return {}
 
 

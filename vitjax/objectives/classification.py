@@ -31,14 +31,15 @@ class Classification(Objective):
             t = jax.nn.one_hot(batch["label"], num_classes)
         return optax.smooth_labels(t, self.label_smoothing) if self.label_smoothing else t
 
-    def loss(self, model, params, batch, rng, *, train):
+    def loss(self, model, params, state, batch, rng, *, train, step=None, run=None):
+        del state, step, run
         logits = model.apply({"params": params}, batch["image"], train=train, rngs={"dropout": rng})
         logits = logits.astype(jnp.float32)
         targets = self._targets(batch, logits.shape[-1])
         loss = optax.softmax_cross_entropy(logits, targets).mean()
         hard = batch["label"] if "label" in batch else jnp.argmax(targets, -1)
         top1 = (jnp.argmax(logits, -1) == hard).mean()
-        return loss, {"loss": loss, "top1": top1}
+        return loss, {"loss": loss, "top1": top1}, {}
 
     def eval_metrics(self, model, params, batch):
         logits = model.apply({"params": params}, batch["image"], train=False).astype(jnp.float32)
@@ -46,3 +47,7 @@ class Classification(Objective):
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         correct = (jnp.argmax(logits, -1) == labels)
         return {"loss": masked_sum(ce, batch["mask"]), "top1": masked_sum(correct, batch["mask"])}
+
+    def eval_losses(self, model, params, batch):
+        logits = model.apply({"params": params}, batch["image"], train=False).astype(jnp.float32)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])

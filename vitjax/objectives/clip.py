@@ -10,48 +10,36 @@
 Batches hold ``image`` [B, H, W, C] float and ``tokens`` [B, T] int32 (the ``tokenize`` op). The
 loss is ``vitjax.losses.contrastive``'s, sharded over the batch mesh axes inside the jitted step.
 
-Evaluations (``extra_evals``, logged as ``eval/<name>``):
+Evaluations (``default_evals``: evaluators of ``vitjax.evals``, logged as ``eval/<name>``;
+``config.evals`` adds more or replaces them):
 
-* ``zeroshot_top1`` (and ``zeroshot_top5`` with >= 5 classes): each class is embedded as the
-  normalised mean of its prompts' text embeddings (Radford et al. 2021, sec. 3.1.4: prompt
-  ensembling), every image of the zero-shot split is assigned the class of highest cosine.
-  ``zeroshot.data`` names a split (``get_source`` kwargs; default: the eval split) whose examples
-  have a ``label``; ``zeroshot.ops`` its preprocessing (default: the eval ops without ``tokenize``).
-* ``i2t_r1/5/10`` and ``t2i_r1/5/10``: Recall@K of the paired caption among all captions of the
-  retrieval split (``retrieval.data``, default the eval split, with the eval ops), and of the
-  paired image among all images. Pairs are matched by index (one caption per image).
-* ``probe_linear_top1`` / ``probe_knn_top1``: a linear probe / kNN (``vitjax.evals.representation``)
-  on the image tower's pooled features (before the projection), fitted on ``probe.train_data``
-  (default: the training split, read with the image eval ops) and scored on ``probe.test_data``
-  (default: the eval split).
+* ``zeroshot_top1`` (and ``zeroshot_top5`` with >= 5 classes): the ``zeroshot`` evaluator. Each
+  class is embedded as the normalised mean of its prompts' text embeddings (Radford et al. 2021,
+  sec. 3.1.4: prompt ensembling), every image of the zero-shot split is assigned the class of highest
+  cosine. ``zeroshot.data`` names a split (``get_source`` kwargs; default: the eval split) whose
+  examples have a ``label``; ``zeroshot.ops`` its preprocessing (default: the eval ops without
+  ``tokenize``). The prompts are tokenized with this objective's tokenizer.
+* ``i2t_r1/5/10`` and ``t2i_r1/5/10``: the ``retrieval`` evaluator. Recall@K of the paired caption
+  among all captions of the retrieval split (``retrieval.data``, default the eval split, with the eval
+  ops), and of the paired image among all images. Pairs are matched by index (one caption per image).
+  Zero-shot reuses retrieval's image embeddings when both read the same split with the same cap.
+* ``probe_linear_top1`` / ``probe_knn_top1`` / ``probe_ncm_top1``: the ``linear_probe`` / ``knn`` /
+  ``ncm`` evaluators on the image tower's pooled features (``feature_fn``: before the projection),
+  fitted on ``probe.train_data`` (default: the training split, read with the image eval ops) and
+  scored on ``probe.test_data`` (default: the eval split).
 """
 from __future__ import annotations
 
-import logging
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from vitjax.evals import zeroshot as zs
+from vitjax.data.text import get_tokenizer
+from vitjax.evals.image_text import check_prompts
+from vitjax.evals.probes import PROBE_TYPES
 from vitjax.losses.contrastive import contrastive_loss, sigmoid_loss, softmax_loss
 from vitjax.objectives.base import Objective, register_objective
-
-log = logging.getLogger("vitjax")
-
-
-class _Records:
-    """A list of dicts as a random-access source."""
-
-    def __init__(self, records: Sequence[dict]):
-        self.records = list(records)
-
-    def __len__(self):
-        return len(self.records)
-
-    def __getitem__(self, i):
-        return dict(self.records[i])
 
 
 def _tower_features(module, images):
@@ -94,23 +82,11 @@ class Clip(Objective):
             if bad:
                 raise ValueError(f"objective.probe.methods {bad}: choose from linear, knn, ncm")
         if self.zeroshot is not None:
-            names = list(self.zeroshot.get("class_names") or [])
-            if not names:
-                raise ValueError("objective.zeroshot.class_names is empty: zero-shot classification needs "
-                                 "the class names in label order (e.g. ['zero', 'one', ...]); set them, or "
-                                 "set objective.zeroshot=None to skip zero-shot evaluation")
-            templates = list(self.zeroshot.get("templates") or ["{}"])
-            bad = [t for t in templates if "{}" not in t]
-            if bad:
-                raise ValueError(f"objective.zeroshot.templates {bad} lack the '{{}}' where the class name "
-                                 f"goes, e.g. 'a photo of a {{}}.'")
-            self.zeroshot["class_names"] = names
-            self.zeroshot["templates"] = templates
-        self._sources: dict[str, Any] = {}
+            self.zeroshot["class_names"], self.zeroshot["templates"] = check_prompts(
+                self.zeroshot.get("class_names"), self.zeroshot.get("templates"), "objective.zeroshot")
 
     # ---------------------------------------------------------------------------------- set-up
     def tokenizer(self):
-        from vitjax.data.text import get_tokenizer
         return get_tokenizer(self.tokenizer_name, self.tokenizer_path)
 
     def tokenize_op(self) -> dict:
@@ -151,12 +127,8 @@ class Clip(Objective):
     def init_inputs(self, batch):
         return (batch["image"], batch["tokens"])
 
-    @property
-    def freezes_params(self) -> bool:
-        return self.lock_image
-
     def frozen(self, params) -> Any:
-        return self.frozen_params(params)
+        return self.frozen_params(params) if self.lock_image else None
 
     @staticmethod
     def frozen_params(params) -> Any:
@@ -176,13 +148,14 @@ class Clip(Objective):
         scale, bias = model.apply({"params": params}, method="logit_params")
         return zimg, ztxt, scale, bias
 
-    def loss(self, model, params, batch, rng, *, train):
+    def loss(self, model, params, state, batch, rng, *, train, step=None, run=None):
+        del state, step, run
         zimg, ztxt, scale, bias = self.embed(model, params, batch, rng, train=train)
         loss, metrics = contrastive_loss(self.kind, zimg, ztxt, scale, bias)
         out = {"loss": loss, "logit_scale": scale, **metrics}
         if bias is not None:
             out["logit_bias"] = bias
-        return loss, out
+        return loss, out, {}
 
     def eval_metrics(self, model, params, batch):
         if "tokens" not in batch:      # an image-only eval split: the whole-split evals still run
@@ -196,107 +169,28 @@ class Clip(Objective):
             loss = sigmoid_loss(zimg, ztxt, scale, bias, mask=mask)
         return {"loss": (loss * n, n)}
 
-    # ----------------------------------------------------------------------------- evaluations
-    def _source(self, trainer, data: dict | None):
-        if not data:
-            if trainer.eval_source is None:
-                raise ValueError("zero-shot / retrieval evaluation needs a split: set config.input.eval_data "
-                                 "or objective.zeroshot.data / objective.retrieval.data")
-            return trainer.eval_source
-        key = repr(sorted(dict(data).items()))
-        if key not in self._sources:
-            from vitjax.data.sources import get_source
-            self._sources[key] = get_source(**dict(data))
-        return self._sources[key]
+    # ----------------------------------------------------------------------------- evaluation
+    def feature_fn(self, model):
+        """The image tower's pooled features [B, Dv] (before the projection): what a probe reads."""
+        return lambda p, images: model.apply({"params": p}, images, method=_tower_features)
 
-    def _image_ops(self, trainer, ops):
-        if ops is not None:
-            return list(ops)
-        return [dict(o) for o in trainer.config.input.eval_ops if dict(o).get("op") != "tokenize"]
-
-    def text_embeddings(self, trainer, params, texts: Sequence[str]) -> np.ndarray:
-        """Unit text embeddings [len(texts), E] for host strings, through the tokenize op."""
-        model = trainer.model
-
-        def fn(p, b):
-            return {"z": model.apply({"params": p}, b["tokens"], method="encode_text")}
-
-        out = trainer.map_batches("clip_text", fn, params, _Records([{"text": t} for t in texts]),
-                                  ops=[self.tokenize_op()])
-        if len(out["z"]) != len(texts):
-            raise ValueError(f"{len(texts) - len(out['z'])} zero-shot prompt(s) tokenized to nothing (empty)")
-        return out["z"]
-
-    def zeroshot_classifier(self, trainer, params) -> np.ndarray:
-        """[num_classes, E]: per class, the normalised mean of its prompts' unit embeddings."""
-        names, templates = self.zeroshot["class_names"], self.zeroshot["templates"]
-        z = self.text_embeddings(trainer, params, zs.prompts(names, templates))
-        return zs.class_embeddings(z, len(names))
-
-    def probe_evals(self, trainer, params) -> dict[str, float]:
-        """Linear probe / kNN on the image tower's pooled features (see the module docstring)."""
-        from vitjax.evals.representation import representation_evals
-        model, pr = trainer.model, self.probe
-        ops = self._image_ops(trainer, pr.get("ops"))
-
-        def feats(p, b):
-            return {"f": model.apply({"params": p}, b["image"], method=_tower_features)}
-
-        train = trainer.map_batches("clip_probe", feats, params,
-                                    self._source(trainer, pr.get("train_data") or dict(trainer.config.input.data)),
-                                    ops=ops, max_examples=pr.get("max_train_examples"))
-        test = trainer.map_batches("clip_probe", feats, params, self._source(trainer, pr.get("test_data")),
-                                   ops=ops, max_examples=pr.get("max_test_examples"))
-        if "label" not in train or "label" not in test:
-            raise ValueError("the linear-probe splits need a 'label' feature; set objective.probe.train_data "
-                             "/ test_data to labelled splits or objective.probe=None")
-        out = representation_evals(train["f"], train["label"], test["f"], test["label"],
-                                   methods=tuple(pr.get("methods", ("linear",))),
-                                   linear_epochs=int(pr.get("linear_epochs", 90)),
-                                   linear_batch_size=int(pr.get("linear_batch_size", 16384)))
-        return {f"probe_{k}": v for k, v in out.items()}
-
-    def extra_evals(self, trainer, params) -> dict[str, float]:
-        results: dict[str, float] = self.probe_evals(trainer, params) if self.probe is not None else {}
-        if self.zeroshot is None and self.retrieval is None:
-            return results
-        model = trainer.model
-        image_feats = None      # reused by zero-shot when it reads the same split as retrieval
-
+    def default_evals(self) -> dict[str, dict]:
+        """The ``probe``, ``retrieval`` and ``zeroshot`` options as evaluator specs (module docstring)."""
+        specs: dict[str, dict] = {}
+        if self.probe is not None:
+            pr = self.probe
+            split = dict(train_data=pr.get("train_data"), test_data=pr.get("test_data"), ops=pr.get("ops"),
+                         max_train_examples=pr.get("max_train_examples"),
+                         max_test_examples=pr.get("max_test_examples"), origin="objective.probe")
+            for m in pr.get("methods", ("linear",)):
+                extra = dict(epochs=int(pr.get("linear_epochs", 90)),
+                             batch_size=int(pr.get("linear_batch_size", 16384))) if m == "linear" else {}
+                specs[f"probe_{m}"] = dict(type=PROBE_TYPES[m], **split, **extra)
         if self.retrieval is not None:
-            src = self._source(trainer, self.retrieval.get("data"))
-            ops = self.retrieval.get("ops") or trainer.config.input.eval_ops
-
-            def both(p, b):
-                return {"img": model.apply({"params": p}, b["image"], method="encode_image"),
-                        "txt": model.apply({"params": p}, b["tokens"], method="encode_text")}
-
-            out = trainer.map_batches("clip_retrieval", both, params, src, ops=ops,
-                                      max_examples=self.retrieval.get("max_examples"))
-            for k, v in zs.recall_at_k(out["img"], out["txt"]).items():
-                results[f"i2t_r{k}"] = v
-            for k, v in zs.recall_at_k(out["txt"], out["img"]).items():
-                results[f"t2i_r{k}"] = v
-            if (self.zeroshot is not None and not self.zeroshot.get("data") and not self.retrieval.get("data")
-                    and self.zeroshot.get("ops") is None and "label" in out
-                    and self.zeroshot.get("max_examples") == self.retrieval.get("max_examples")):
-                image_feats = (out["img"], out["label"])
-
+            specs["retrieval"] = dict(type="retrieval", prefix="", origin="objective.retrieval",
+                                      **{k: self.retrieval.get(k) for k in ("data", "ops", "max_examples")})
         if self.zeroshot is not None:
-            classifier = self.zeroshot_classifier(trainer, params)
-            if image_feats is None:
-                src = self._source(trainer, self.zeroshot.get("data"))
-
-                def img(p, b):
-                    return {"img": model.apply({"params": p}, b["image"], method="encode_image")}
-
-                out = trainer.map_batches("clip_zeroshot", img, params, src,
-                                          ops=self._image_ops(trainer, self.zeroshot.get("ops")),
-                                          max_examples=self.zeroshot.get("max_examples"))
-                if "label" not in out:
-                    raise ValueError("the zero-shot split has no 'label' feature; point "
-                                     "objective.zeroshot.data at a labelled split")
-                image_feats = (out["img"], out["label"])
-            for k, v in zs.zeroshot_accuracy(*image_feats, classifier, ks=(1, 5)).items():
-                results[f"zeroshot_top{k}"] = v
-        return results
+            specs["zeroshot"] = dict(type="zeroshot", origin="objective.zeroshot", tokenize=self.tokenize_op(),
+                                     **{k: self.zeroshot.get(k) for k in ("class_names", "templates", "data",
+                                                                           "ops", "max_examples")})
+        return specs

@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from vitjax.models.dino import DINO
-from vitjax.objectives.base import register_objective
-from vitjax.objectives.probing import ProbedObjective
+from vitjax.evals.probes import ProbeOptions
+from vitjax.objectives.base import Objective, register_objective
 
 
 def teacher_momentum(step, total_steps: int, base: float):
@@ -89,7 +89,7 @@ def entropy(p, axis=-1):
 
 
 @register_objective("dino")
-class DINOObjective(ProbedObjective):
+class DINOObjective(Objective):
     """Attributes:
       num_local_crops: N local crops per image (paper: 10 for ViT-S/16, 8 in the official defaults;
         0 = two-view DINO). Must match the data's ``multi_crop`` op.
@@ -104,10 +104,8 @@ class DINOObjective(ProbedObjective):
       freeze_last_layer_epochs: the head's last layer is held fixed for these epochs (1).
       eval_teacher: evaluate (and probe) the teacher, as the paper (True) or the student.
       probe, probe_train_examples, knn_k, knn_temperature, linear_*, num_classes: the probes run at
-        eval steps (``vitjax.objectives.probing``).
+        eval steps (``vitjax.evals.probes.ProbeOptions``; defaults: 100 epochs of SGD, batch 1024).
     """
-    stateful = True
-
     def __init__(self, num_local_crops: int = 8, local_crop_size: int = 96, student_temp: float = 0.1,
                  teacher_temp: float = 0.07, warmup_teacher_temp: float = 0.04,
                  warmup_teacher_temp_epochs: int = 30, center_momentum: float = 0.9,
@@ -138,9 +136,8 @@ class DINOObjective(ProbedObjective):
         self.center_momentum, self.momentum_teacher = float(center_momentum), float(momentum_teacher)
         self.freeze_last_layer_epochs = float(freeze_last_layer_epochs)
         self.eval_teacher = bool(eval_teacher)
-        self.init_probes(probe, probe_train_examples, knn_k, knn_temperature, linear_epochs, linear_batch_size,
-                         linear_lr, linear_optimizer, num_classes)
-        self.steps_per_epoch, self.total_steps = 1, 1
+        self.probes = ProbeOptions(probe, probe_train_examples, knn_k, knn_temperature, linear_epochs,
+                                   linear_batch_size, linear_lr, linear_optimizer, num_classes)
 
     # -------------------------------------------------------------------------- model + data
     def check_model(self, model) -> None:
@@ -178,20 +175,18 @@ class DINOObjective(ProbedObjective):
                              f"objective.local_crop_size={self.local_size}; make them equal")
 
     # ----------------------------------------------------------------------------- state
-    def abstract_state(self, trainer, abstract_params, param_shardings):
-        from vitjax import sharding as sh
-        self.steps_per_epoch, self.total_steps = int(trainer.steps_per_epoch), int(trainer.total_steps)
-        k = trainer.model.out_dim
+    def abstract_state(self, model, run, abstract_params, param_shardings):
+        k = model.out_dim
         abstract = {"teacher": abstract_params, "center": jax.ShapeDtypeStruct((k,), jnp.float32)}
-        return abstract, {"teacher": param_shardings, "center": sh.replicated(trainer.mesh)}
+        return abstract, {"teacher": param_shardings, "center": run.replicated()}
 
-    def init_state(self, trainer, params):
+    def init_state(self, model, run, params):
         # The teacher starts as a copy of the student (its own buffers: the step donates the state).
         return {"teacher": jax.tree.map(jnp.copy, params),
-                "center": jnp.zeros((trainer.model.out_dim,), jnp.float32)}
+                "center": jnp.zeros((model.out_dim,), jnp.float32)}
 
-    def frozen_until(self, params, steps_per_epoch):
-        n = int(round(self.freeze_last_layer_epochs * steps_per_epoch))
+    def frozen_until(self, params, run):
+        n = int(round(self.freeze_last_layer_epochs * run.steps_per_epoch))
 
         def until(path, _):
             names = [getattr(k, "key", None) for k in path]
@@ -217,44 +212,42 @@ class DINOObjective(ProbedObjective):
                                      rngs={"dropout": r_l}).reshape(b, self.num_local, -1))
         return jnp.concatenate(views, axis=1), g_flat
 
-    def temperatures(self, step):
-        return teacher_temperature(step, self.steps_per_epoch, self.warmup_teacher_temp, self.teacher_temp,
+    def temperatures(self, step, steps_per_epoch: int):
+        return teacher_temperature(step, steps_per_epoch, self.warmup_teacher_temp, self.teacher_temp,
                                    self.warmup_epochs)
 
-    def stateful_loss(self, model, params, state, batch, rng, *, train, step=None):
+    def loss(self, model, params, state, batch, rng, *, train, step, run):
         self._check_batch(batch)
         step = jnp.zeros((), jnp.int32) if step is None else step
         student, g_flat = self._forward(model, params, batch, rng, train)
         teacher = model.apply({"params": jax.lax.stop_gradient(state["teacher"])}, g_flat, train=False)
         teacher = teacher.reshape(student.shape[0], 2, -1).astype(jnp.float32)
-        t_temp = self.temperatures(step)
+        t_temp = self.temperatures(step, run.steps_per_epoch)
         loss, p_t = dino_loss(student, teacher, state["center"], self.student_temp, t_temp, self.centering,
                               self.sinkhorn_iterations)
         h = entropy(p_t).mean()
         metrics = {"loss": loss, "teacher_entropy": h,
                    "teacher_batch_entropy": entropy(p_t.mean(axis=(0, 1))),
                    "kl": loss - h, "teacher_temp": t_temp,
-                   "momentum": teacher_momentum(step, self.total_steps, self.momentum_teacher)}
+                   "momentum": teacher_momentum(step, run.total_steps, self.momentum_teacher)}
         return loss, metrics, {"teacher_mean": teacher.mean(axis=(0, 1))}
 
-    def update_state(self, state, params, aux, step):
-        m = teacher_momentum(step, self.total_steps, self.momentum_teacher)
+    def update_state(self, state, params, aux, step, run):
+        m = teacher_momentum(step, run.total_steps, self.momentum_teacher)
         teacher = jax.tree.map(lambda t, s: (m * t + (1.0 - m) * s).astype(t.dtype), state["teacher"], params)
         cm = self.center_momentum
         center = cm * state["center"] + (1.0 - cm) * aux["teacher_mean"]
         return {"teacher": teacher, "center": center}
 
-    def loss(self, model, params, batch, rng, *, train):
-        raise NotImplementedError("the DINO objective is stateful: the trainer calls stateful_loss")
-
     def eval_metrics(self, model, params, batch):
-        # DINO's own loss needs multi-crop views; evaluation is the probes (extra_evals).
+        # DINO's own loss needs multi-crop views; evaluation is the probes (default_evals).
         return {}
 
-    # --------------------------------------------------------------------------- probes
-    def feature_name(self):
-        return "dino_backbone"
-
+    # ------------------------------------------------------------------------------ evaluation
     def feature_fn(self, model):
+        """The backbone's normalised class token (``DINO.features``), what the paper's probes read."""
         return lambda p, images: model.apply({"params": p}, images, method=DINO.features)
+
+    def default_evals(self):
+        return self.probes.specs()
 

@@ -6,7 +6,7 @@
 
 At inference the two heads' logits are averaged (``ViT(distilled=True)`` does this). The teacher is
 restored once at start-up, from a vitjax workdir or a PyTorch ViT file (timm/HF, through
-``vitjax.export.vit``), and lives in ``TrainState.extra``: sharded like any parameters by its
+``vitjax.interop.vit``), and lives in ``TrainState.extra``: sharded like any parameters by its
 logical axis names, checkpointed with the run, run inside the jitted step under ``stop_gradient``.
 """
 from __future__ import annotations
@@ -17,15 +17,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vitjax import sharding as sh
+from vitjax.models import create_model
+from vitjax.models.registry import example_inputs
 from vitjax.objectives.base import Objective, register_objective
 from vitjax.objectives.classification import Classification
+from vitjax.param_tree import abstract_variables
+from vitjax.training.init_weights import import_weights
+from vitjax.training.workdir import is_workdir, load_workdir
 
 
 def _load_teacher(path: str, teacher_model: dict | None):
     """(model, params) of the teacher: a vitjax workdir (its own config), or PyTorch ViT weights
     with ``teacher_model`` giving the architecture (``create_model`` kwargs, e.g. name/variant)."""
-    from vitjax.registry import create_model
-    from vitjax.checkpoint import is_workdir, load_workdir
     if is_workdir(path):
         _, model, params = load_workdir(path)
         return model, jax.device_get(params)
@@ -37,8 +41,7 @@ def _load_teacher(path: str, teacher_model: dict | None):
                          f"(e.g. dict(name='vit', variant='B/16', num_classes=1000, image_size=224))")
     kw = dict(teacher_model)
     model = create_model(kw.pop("name", "vit"), **kw)
-    from vitjax.export.vit import import_pretrained
-    return model, import_pretrained(path, model)
+    return model, import_weights(path, model)
 
 
 @register_objective("distillation")
@@ -49,8 +52,6 @@ class Distillation(Objective):
       tau: soft-distillation temperature (paper: 3.0). alpha: weight of the distillation term (0.5).
       label_smoothing: on the class head's cross-entropy (paper: 0.1).
     """
-    stateful = True
-
     def __init__(self, teacher: str | None = None, kind: str = "hard", tau: float = 3.0, alpha: float = 0.5,
                  label_smoothing: float = 0.1, teacher_model=None):
         if not teacher:
@@ -85,16 +86,14 @@ class Distillation(Objective):
                              f"{t_size[1]} channels but the student's data are {s_size[0]}x{s_size[0]} with "
                              f"{s_size[1]}; distil at the teacher's resolution or fine-tune the teacher first")
 
-    def abstract_state(self, trainer, abstract_params, param_shardings):
-        from vitjax import sharding as sh
+    def abstract_state(self, model, run, abstract_params, param_shardings):
         teacher, params = self.teacher()
-        x = jax.ShapeDtypeStruct((1, teacher.image_size, teacher.image_size, teacher.in_channels), jnp.float32)
-        boxed = jax.eval_shape(lambda: teacher.init({"params": jax.random.key(0)}, jnp.zeros(x.shape)))["params"]
-        shardings = {"teacher": sh.logical_shardings(boxed, trainer.mesh, trainer.rules)}
+        boxed = abstract_variables(teacher, *example_inputs(teacher))["params"]
+        shardings = {"teacher": sh.logical_shardings(boxed, run.mesh, run.rules)}
         abstract = {"teacher": jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params)}
         return abstract, shardings
 
-    def init_state(self, trainer, params):
+    def init_state(self, model, run, params):
         return {"teacher": self.teacher()[1]}
 
     # ---------------------------------------------------------------------------------- losses
@@ -109,7 +108,7 @@ class Distillation(Objective):
         kl = jnp.sum(t * (jnp.log(jnp.clip(t, 1e-12)) - log_s), axis=-1)
         return (self.tau ** 2) * kl.mean()
 
-    def stateful_loss(self, model, params, state, batch, rng, *, train, step=None):
+    def loss(self, model, params, state, batch, rng, *, train, step=None, run=None):
         teacher, _ = self.teacher()
         t_logits = teacher.apply({"params": jax.lax.stop_gradient(state["teacher"])}, batch["image"],
                                  train=False).astype(jnp.float32)
@@ -125,9 +124,6 @@ class Distillation(Objective):
                    "top1": (jnp.argmax(cls_logits + dist_logits, -1) == hard).mean(),
                    "teacher_agreement": (jnp.argmax(dist_logits, -1) == jnp.argmax(t_logits, -1)).mean()}
         return loss, metrics, {}
-
-    def loss(self, model, params, batch, rng, *, train):
-        raise NotImplementedError("the distillation objective is stateful: the trainer calls stateful_loss")
 
     def eval_metrics(self, model, params, batch):
         return self.classification.eval_metrics(model, params, batch)

@@ -2,9 +2,10 @@
 
 At every eval step the trainer logs ``eval/loss`` (the masked-patch MSE on the eval split, with a
 fixed masking so that curves are comparable) and, when the data has labels, ``eval/knn_top1`` and
-``eval/linear_top1`` of the encoder's frozen features (``vitjax.evals.representation``): features
-of the training split (eval ops, no augmentation; at most ``probe_train_examples``) are the kNN bank
-and the linear probe's training set, features of the eval split are scored.
+``eval/linear_top1`` of the encoder's frozen features (``feature_fn``; the ``knn``, ``ncm`` and
+``linear_probe`` evaluators of ``vitjax.evals``, from ``default_evals``): features of the training
+split (eval ops, no augmentation; at most ``probe_train_examples``) are the kNN bank and the linear
+probe's training set, features of the eval split are scored. ``config.evals`` adds or replaces them.
 """
 from __future__ import annotations
 
@@ -12,16 +13,16 @@ import jax
 import jax.numpy as jnp
 
 from vitjax.models.mae import MAE, masked_mean, patch_mse, pixel_targets
-from vitjax.objectives.base import masked_sum, register_objective
-from vitjax.objectives.probing import ProbedObjective
+from vitjax.evals.probes import ProbeOptions
+from vitjax.objectives.base import Objective, masked_sum, register_objective
 
 
 @register_objective("mae")
-class MaskedAutoencoder(ProbedObjective):
+class MaskedAutoencoder(Objective):
     """Attributes:
       probe_pool: "cls" (the paper's linear-probe feature) or "gap" (mean of the patch tokens).
       probe, probe_train_examples, knn_k, knn_temperature, linear_*, num_classes: the probes run at
-        eval steps (``vitjax.objectives.probing``).
+        eval steps (``vitjax.evals.probes.ProbeOptions``).
     """
 
     def __init__(self, probe=("knn", "linear"), probe_pool: str = "cls", probe_train_examples=None,
@@ -31,8 +32,8 @@ class MaskedAutoencoder(ProbedObjective):
         if probe_pool not in ("cls", "gap"):
             raise ValueError(f"objective.probe_pool={probe_pool!r}; choose 'cls' or 'gap'")
         self.probe_pool = probe_pool
-        self.init_probes(probe, probe_train_examples, knn_k, knn_temperature, linear_epochs, linear_batch_size,
-                         linear_lr, linear_optimizer, num_classes)
+        self.probes = ProbeOptions(probe, probe_train_examples, knn_k, knn_temperature, linear_epochs,
+                                   linear_batch_size, linear_lr, linear_optimizer, num_classes)
 
     @staticmethod
     def _check_model(model):
@@ -45,13 +46,14 @@ class MaskedAutoencoder(ProbedObjective):
         return {"image": jax.ShapeDtypeStruct((batch_size, model.image_size, model.image_size, model.in_channels),
                                               jnp.float32)}
 
-    def loss(self, model, params, batch, rng, *, train):
+    def loss(self, model, params, state, batch, rng, *, train, step=None, run=None):
+        del state, step, run
         r_mask, r_drop = jax.random.split(rng)
         out = model.apply({"params": params}, batch["image"], train=train,
                           rngs={"masking": r_mask, "dropout": r_drop})
         per_patch = patch_mse(out["pred"], pixel_targets(batch["image"], model.patch_size, model.norm_pix_loss))
         loss = masked_mean(per_patch, out["mask"])
-        return loss, {"loss": loss, "visible_mse": masked_mean(per_patch, 1 - out["mask"])}
+        return loss, {"loss": loss, "visible_mse": masked_mean(per_patch, 1 - out["mask"])}, {}
 
     def eval_metrics(self, model, params, batch):
         images = batch["image"]
@@ -61,9 +63,11 @@ class MaskedAutoencoder(ProbedObjective):
         per_image = masked_mean(per_patch, out["mask"], axis=1)
         return {"loss": masked_sum(per_image, batch["mask"])}
 
-    def feature_name(self):
-        return f"mae_{self.probe_pool}"
-
+    # ------------------------------------------------------------------------------ evaluation
     def feature_fn(self, model):
+        """The encoder's ``probe_pool`` feature of whole (unmasked) images (``MAE.features``)."""
         pool = self.probe_pool
         return lambda p, images: model.apply({"params": p}, images, pool, method=MAE.features)
+
+    def default_evals(self):
+        return self.probes.specs()

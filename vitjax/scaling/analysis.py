@@ -32,8 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from vitjax.scaling.fit import (ExcludedPointsWarning, compute_optimal, fit_chinchilla, fit_power_law,
-                                fit_saturating, with_bootstrap)
+from vitjax.scaling.bootstrap import with_bootstrap
+from vitjax.scaling.fit import fit_chinchilla, fit_power_law, fit_saturating
+from vitjax.scaling.laws import ExcludedPointsWarning, compute_optimal
+from vitjax.scaling.plots import (plot_isoloss, plot_learning_curves, plot_loss_vs_compute, plot_residuals,
+                                  write_report)
+from vitjax.scaling.records import read_records
 
 __all__ = ["analyze_sweep", "analyze_records", "select_runs", "compute_frontier", "holdout_split", "summary"]
 
@@ -154,8 +158,6 @@ def analyze_records(records: Sequence[Mapping[str, Any]], out_dir: str, *, loss_
     Raises:
       ValueError: when no law can be fitted; the message lists the excluded runs and the per-law errors.
     """
-    from vitjax.scaling.plots import (plot_isoloss, plot_learning_curves, plot_loss_vs_compute, plot_residuals,
-                                      write_report)
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     rows, excluded = select_runs(records, loss_key=loss_key, n_key=n_key)
     if excluded:
@@ -405,7 +407,6 @@ def _markdown_extra(doc) -> list[str]:
 def analyze_sweep(sweep_dir: str, **kwargs) -> dict[str, Any]:
     """:func:`analyze_records` on ``<sweep_dir>/runs/*/record.json``, writing into ``sweep_dir``; options not
     given default to the ``analysis`` section of the sweep config saved in ``sweep.json``."""
-    from vitjax.scaling.sweep import read_records
     meta_path = os.path.join(sweep_dir, "sweep.json")
     meta = json.load(open(meta_path)) if os.path.isfile(meta_path) else {}
     opts = dict((meta.get("sweep_config") or {}).get("analysis") or {})

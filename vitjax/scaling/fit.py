@@ -1,48 +1,32 @@
-"""Fitting scaling laws: power laws, the Chinchilla L(N, D) law, and the saturating compute law.
+"""Fitting the scaling laws of :mod:`vitjax.scaling.laws`: :func:`fit_power_law`, :func:`fit_chinchilla`
+and :func:`fit_saturating`.
 
 Pure numpy/scipy (no JAX), so it can run on a laptop against a CSV of sweep results.
 
-Laws fitted here
-----------------
-* :func:`fit_power_law` -- ``L(X) = E + A * X**(-alpha)``, the single-variable law of Kaplan et al. 2020
-  ("Scaling Laws for Neural Language Models", Eqs. 1.1-1.3, there without the ``E`` term) with the
-  irreducible-loss term of Hoffmann et al. 2022.
-* :func:`fit_chinchilla` -- ``L(N, D) = E + A / N**alpha + B / D**beta``, Hoffmann et al. 2022
-  ("Training Compute-Optimal Large Language Models", Sec. 3.3 "Approach 3", Eq. 2; fitting procedure
-  in Appendix D.2).
-* :func:`fit_saturating` -- ``E(C) = a * (C + d)**(-b) + c``, the saturating power law that Zhai et al.
-  2022 ("Scaling Vision Transformers", Sec. 2.1, Fig. 2) fit to the compute/error frontier of ViTs.
-  Alabdulmohsin et al. 2023 ("Getting ViT in Shape", Eq. 2) extend this form to shape dimensions
-  (width, depth, MLP size); that extension is not implemented here.
-
-All three are fitted the way Hoffmann et al. (App. D.2) fit Approach 3: minimise the Huber loss
+All three are fitted the way Hoffmann et al. 2022 (App. D.2) fit Approach 3: minimise the Huber loss
 (``delta = 1e-3``) between the log of the predicted and the log of the observed loss, with L-BFGS-B,
 starting from every point of a grid of initialisations and keeping the best optimum. Positive
 coefficients are parameterised by their logs (``A = exp(a)`` ...) and the log prediction is computed
 with a log-sum-exp, which keeps it finite and smooth for any parameter value.
 
-Uncertainty comes from a non-parametric bootstrap (:func:`bootstrap`, :func:`with_bootstrap`): resample
-the runs with replacement, refit, report percentile intervals.
+Uncertainty comes from a non-parametric bootstrap (:mod:`vitjax.scaling.bootstrap`).
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import itertools
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import optimize
 from scipy.special import logsumexp
+from threadpoolctl import threadpool_limits   # scipy and threadpoolctl come with scikit-learn (a dependency)
 
-__all__ = [
-    "ExcludedPoint", "ExcludedPointsWarning", "PowerLawFit", "ChinchillaFit", "SaturatingFit",
-    "ComputeOptimal", "BootstrapCI", "fit_power_law", "fit_chinchilla", "fit_saturating",
-    "bootstrap", "with_bootstrap", "compute_optimal", "huber",
-    "CHINCHILLA_PAPER_GRID", "CHINCHILLA_DEFAULT_GRID",
-]
+from vitjax.scaling.laws import ChinchillaFit, ExcludedPoint, ExcludedPointsWarning, PowerLawFit, SaturatingFit
+
+__all__ = ["fit_power_law", "fit_chinchilla", "fit_saturating", "huber", "CHINCHILLA_PAPER_GRID",
+           "CHINCHILLA_DEFAULT_GRID", "POWER_LAW_DEFAULT_GRID", "SATURATING_DEFAULT_GRID"]
 
 # Hoffmann et al. 2022, App. D.2: "alpha in {0, 0.5, ..., 2}, beta in {0, 0.5, ..., 2},
 # e in {-1, -0.5, ..., 1}, a in {0, 5, ..., 25}, b in {0, 5, ..., 25}" -- 6*6*5*5*5 = 4500 starts.
@@ -85,128 +69,6 @@ SATURATING_DEFAULT_GRID: dict[str, tuple[float, ...]] = {
 # attempt") found in the original fit. We therefore optimise the objective divided by delta (O(n|r|))
 # and use much tighter tolerances.
 _LBFGS_OPTIONS = {"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-10, "maxcor": 20}
-
-
-# ---------------------------------------------------------------------------------------------------
-# Results
-# ---------------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class ExcludedPoint:
-    """A run left out of a fit: its index in the input arrays, its name (if ``names=`` was given)
-    and why."""
-    index: int
-    name: str | None
-    reason: str
-
-    def label(self) -> str:
-        return f"{self.index} ({self.name!r})" if self.name is not None else f"{self.index}"
-
-
-class ExcludedPointsWarning(UserWarning):
-    """Emitted when a fit drops invalid runs (NaN/inf/non-positive loss or size)."""
-
-
-class _FitMixin:
-    """Shared behaviour of the fit result dataclasses."""
-
-    # Overridden by each dataclass: names of the public parameters, in order.
-    _param_names: tuple[str, ...] = ()
-
-    @property
-    def params(self) -> dict[str, float]:
-        """The fitted law's parameters, by name."""
-        return {k: float(getattr(self, k)) for k in self._param_names}
-
-    @property
-    def derived(self) -> dict[str, float]:
-        """Quantities derived from the parameters (bootstrapped alongside them); none by default."""
-        return {}
-
-    def with_ci(self, ci: Mapping[str, tuple[float, float]]):
-        """A copy of this fit carrying confidence intervals ``{param: (lo, hi)}`` in ``.ci``.
-
-        A :class:`BootstrapCI` is kept as is (it also carries ``.level`` and the ``.samples``)."""
-        return dataclasses.replace(self, ci=ci if isinstance(ci, BootstrapCI) else dict(ci))
-
-    def log_residuals(self, *inputs, loss) -> np.ndarray:
-        """``log(loss) - log(predict(*inputs))``: what the Huber objective was applied to."""
-        return np.log(np.asarray(loss, float)) - np.log(self.predict(*inputs))
-
-
-@dataclasses.dataclass(frozen=True)
-class PowerLawFit(_FitMixin):
-    """``L(X) = E + A * X**(-alpha)``.
-
-    objective: the minimised sum of Huber losses of log-residuals; n_points: runs used;
-    excluded: runs dropped by input validation; n_starts: L-BFGS-B starts tried; ci: bootstrap
-    intervals ``{param: (lo, hi)}`` or None. Pass a fit as ``init_grid=`` to warm-start a refit.
-    """
-    E: float
-    A: float
-    alpha: float
-    objective: float
-    n_points: int
-    excluded: tuple[ExcludedPoint, ...] = ()
-    n_starts: int = 0
-    ci: Mapping[str, tuple[float, float]] | None = None
-    _param_names = ("E", "A", "alpha")
-
-    def predict(self, x) -> np.ndarray:
-        x = np.asarray(x, float)
-        return self.E + self.A * x ** (-self.alpha)
-
-
-@dataclasses.dataclass(frozen=True)
-class ChinchillaFit(_FitMixin):
-    """``L(N, D) = E + A / N**alpha + B / D**beta`` (Hoffmann et al. 2022, Eq. 2).
-
-    ``derived`` holds the compute-optimal allocation exponents ``N_opt ~ C**a_opt``,
-    ``D_opt ~ C**b_opt`` with ``a_opt = beta/(alpha+beta)``, ``b_opt = alpha/(alpha+beta)``
-    (Hoffmann et al. 2022, Eq. 4; see :func:`compute_optimal`).
-    """
-    E: float
-    A: float
-    B: float
-    alpha: float
-    beta: float
-    objective: float
-    n_points: int
-    excluded: tuple[ExcludedPoint, ...] = ()
-    n_starts: int = 0
-    ci: Mapping[str, tuple[float, float]] | None = None
-    _param_names = ("E", "A", "B", "alpha", "beta")
-
-    def predict(self, N, D) -> np.ndarray:
-        N, D = np.asarray(N, float), np.asarray(D, float)
-        return self.E + self.A * N ** (-self.alpha) + self.B * D ** (-self.beta)
-
-    @property
-    def derived(self) -> dict[str, float]:
-        s = self.alpha + self.beta
-        if s <= 0:
-            return {"a_opt": float("nan"), "b_opt": float("nan")}
-        return {"a_opt": float(self.beta / s), "b_opt": float(self.alpha / s)}
-
-
-@dataclasses.dataclass(frozen=True)
-class SaturatingFit(_FitMixin):
-    """``E(C) = a * (C + d)**(-b) + c`` (Zhai et al. 2022, Sec. 2.1): ``c`` is the irreducible error,
-    ``d`` the compute scale below which the curve flattens (the "small compute" saturation)."""
-    a: float
-    b: float
-    c: float
-    d: float
-    objective: float
-    n_points: int
-    excluded: tuple[ExcludedPoint, ...] = ()
-    n_starts: int = 0
-    ci: Mapping[str, tuple[float, float]] | None = None
-    _param_names = ("a", "b", "c", "d")
-
-    def predict(self, C) -> np.ndarray:
-        C = np.asarray(C, float)
-        return self.a * (C + self.d) ** (-self.b) + self.c
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -467,16 +329,12 @@ def _starts(model: "_Model", grid, default: Mapping[str, Sequence[float]], fit_c
 
 
 def _single_threaded_blas():
-    """Context manager limiting BLAS to one thread, if threadpoolctl is installed.
+    """Context manager limiting BLAS to one thread.
 
     scipy's L-BFGS-B makes many tiny BLAS calls per iteration; with a multi-threaded OpenBLAS each
     one wakes the thread pool, which on a loaded machine made a fit >10x slower (measured: 18.9 s vs
     1.4 s for 32 starts on 2 shared cores). One thread is always fast enough for these sizes.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional dependency: without it fits are correct, just possibly slower
-        return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
 
 
@@ -611,131 +469,3 @@ def fit_saturating(C, err, *, huber_delta: float = 1e-3, init_grid=None,
     th, f, ns = _multistart(model, np.log(data["err"]), starts, huber_delta)
     return SaturatingFit(**model.to_public(th), objective=f, n_points=data["C"].size, excluded=excluded,
                          n_starts=ns)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Bootstrap
-# ---------------------------------------------------------------------------------------------------
-
-class BootstrapCI(dict):
-    """``{param: (lo, hi)}`` percentile intervals; ``.samples`` holds the per-resample values
-    ``{param: array[n_ok]}``, ``.n_failed`` the resamples whose refit raised."""
-    samples: dict[str, np.ndarray]
-    n_failed: int
-    level: float
-
-
-def bootstrap(fit_fn: Callable[..., Any], *arrays, n_boot: int = 200, seed: int = 0, ci: float = 0.95,
-              statistic: Callable[[Any], Mapping[str, float]] | None = None) -> BootstrapCI:
-    """Non-parametric bootstrap percentile intervals (Efron & Tibshirani 1993, Ch. 13).
-
-    Resamples the points (rows across ``arrays``) with replacement ``n_boot`` times, refits
-    ``fit_fn(*resampled_arrays)`` and returns the ``(1-ci)/2`` and ``(1+ci)/2`` percentiles of each
-    parameter (``{**fit.params, **fit.derived}`` unless ``statistic`` is given).
-
-    For speed, pass a fit function that warm-starts from the full-data fit, e.g.
-    ``functools.partial(fit_chinchilla, init_grid=full_fit)``; :func:`with_bootstrap` does this.
-    Resamples whose refit raises ``ValueError`` (e.g. too few distinct valid points) are skipped and
-    counted in ``.n_failed``; exclusion warnings from refits are collapsed into one.
-    """
-    arrays = [np.asarray(a) for a in arrays]
-    n = arrays[0].shape[0]
-    if any(a.shape[0] != n for a in arrays):
-        raise ValueError(f"bootstrap: arrays have different lengths {[a.shape[0] for a in arrays]}")
-    if not 0 < ci < 1:
-        raise ValueError(f"bootstrap: ci must be in (0, 1), got {ci}")
-    statistic = statistic or (lambda f: {**f.params, **f.derived})
-    rng = np.random.default_rng(seed)
-    rows: list[Mapping[str, float]] = []
-    n_failed, n_warned = 0, 0
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, size=n)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ExcludedPointsWarning)
-            try:
-                rows.append(statistic(fit_fn(*(a[idx] for a in arrays))))
-            except ValueError:
-                n_failed += 1
-        n_warned += sum(issubclass(w.category, ExcludedPointsWarning) for w in caught)
-    if n_warned:
-        warnings.warn(f"bootstrap: {n_warned} of {n_boot} refits excluded invalid points (see the "
-                      f"full-data fit's .excluded)", ExcludedPointsWarning, stacklevel=2)
-    if not rows:
-        raise ValueError(f"bootstrap: all {n_boot} refits failed")
-    out = BootstrapCI()
-    out.samples = {k: np.array([r[k] for r in rows], float) for k in rows[0]}
-    lo_q, hi_q = 100 * (1 - ci) / 2, 100 * (1 + ci) / 2
-    for k, v in out.samples.items():
-        out[k] = (_percentile(v, lo_q), _percentile(v, hi_q))
-    out.n_failed, out.level = n_failed, ci
-    return out
-
-
-def _percentile(v: np.ndarray, q: float) -> float:
-    """``nanpercentile``; where it would interpolate between a finite and an infinite sample (a refit
-    whose coefficient overflowed), which gives NaN and a RuntimeWarning, the nearest sample instead
-    (so an unbounded side of the interval reads as inf)."""
-    with np.errstate(invalid="ignore"):
-        p = float(np.nanpercentile(v, q))
-    if np.isnan(p) and np.isinf(v).any():
-        p = float(np.nanpercentile(v, q, method="nearest"))
-    return p
-
-
-def with_bootstrap(fit_fn: Callable[..., Any], *arrays, n_boot: int = 200, seed: int = 0,
-                   ci: float = 0.95, warm_start: bool = True, **fit_kwargs):
-    """Fit on all points, then attach bootstrap intervals: returns ``fit.with_ci(bootstrap(...))``.
-
-    With ``warm_start`` (default) each refit starts only from the full-data optimum
-    (``init_grid=full_fit``) instead of the whole grid: resamples perturb the optimum slightly, so
-    this finds the same basin at a fraction of the cost. ``fit_kwargs`` go to every fit.
-    """
-    full = fit_fn(*arrays, **fit_kwargs)
-    boot_kwargs = {k: v for k, v in fit_kwargs.items() if k != "names"}   # names don't follow resampling
-    if warm_start:
-        boot_kwargs["init_grid"] = full
-
-    def refit(*a):
-        return fit_fn(*a, **boot_kwargs)
-
-    return full.with_ci(bootstrap(refit, *arrays, n_boot=n_boot, seed=seed, ci=ci))
-
-
-# ---------------------------------------------------------------------------------------------------
-# Compute-optimal allocation
-# ---------------------------------------------------------------------------------------------------
-
-class ComputeOptimal(NamedTuple):
-    """``N_opt = G (C/k)**a``, ``D_opt = G**-1 (C/k)**b`` (arrays shaped like C), and the exponents."""
-    N_opt: np.ndarray
-    D_opt: np.ndarray
-    a: float
-    b: float
-
-
-def compute_optimal(fit: ChinchillaFit, C, flops_per_param_token: float = 6.0) -> ComputeOptimal:
-    """Compute-optimal model size and data for a FLOP budget (Hoffmann et al. 2022, Eq. 4).
-
-    Minimises ``L(N, D)`` subject to ``C = k N D`` (``k = 6``: forward+backward FLOPs per parameter per
-    token, Kaplan et al. 2020, Sec. 2.1). Substituting ``D = C/(kN)`` and setting ``dL/dN = 0``::
-
-        N_opt = G (C/k)**a,   D_opt = G**-1 (C/k)**b,
-        G = (alpha A / (beta B))**(1/(alpha+beta)),  a = beta/(alpha+beta),  b = alpha/(alpha+beta).
-
-    For ViTs, "tokens" are whatever D counts (images x patches, or images with k rescaled); ``k`` is
-    the FLOPs per parameter per unit of D.
-
-    Returns:
-      ComputeOptimal(N_opt, D_opt, a, b); unpack as ``N, D, a, b = compute_optimal(fit, C)``.
-    """
-    if not isinstance(fit, ChinchillaFit):
-        raise TypeError(f"compute_optimal needs a ChinchillaFit, got {type(fit).__name__}")
-    al, be = fit.alpha, fit.beta
-    if al <= 0 or be <= 0:
-        raise ValueError(f"compute_optimal: need alpha > 0 and beta > 0, got alpha={al}, beta={be} "
-                         f"(with a zero exponent the optimum is at N or D -> infinity)")
-    C = np.asarray(C, float)
-    G = (al * fit.A / (be * fit.B)) ** (1.0 / (al + be))
-    a_, b_ = be / (al + be), al / (al + be)
-    ck = C / flops_per_param_token
-    return ComputeOptimal(G * ck ** a_, ck ** b_ / G, float(a_), float(b_))

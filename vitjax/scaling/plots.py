@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from vitjax.scaling.fit import ChinchillaFit, PowerLawFit, SaturatingFit, compute_optimal
+from vitjax.scaling.laws import ChinchillaFit, PowerLawFit, SaturatingFit, compute_optimal
 
 __all__ = ["plot_loss_vs_compute", "plot_isoloss", "plot_learning_curves", "plot_residuals",
            "write_report"]
@@ -38,7 +38,7 @@ _FORMULAS = {
 
 def _figure(figsize=(6.4, 4.8)):
     """A new Figure on an Agg canvas; matplotlib imported here, lazily."""
-    try:
+    try:   # lazy: matplotlib is optional and slow to import (module docstring)
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as e:  # keep the fitting part usable without matplotlib
@@ -107,7 +107,7 @@ def _log_span(lo: float, hi: float, pad: float = 1.5, n: int = 200) -> np.ndarra
 def _plain_log_ticks(axis) -> None:
     """Ticks at 1, 2, 5 x 10^k labelled as plain numbers: predicted losses usually span less than a
     decade, where matplotlib's default labels every minor tick and the labels collide."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # lazy: optional, slow to import
     axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
@@ -132,7 +132,7 @@ def plot_loss_vs_compute(runs, fit, path, *, flops_per_param_token: float = 6.0,
     ``L(N, C/(kN))`` curves for each model size in ``runs`` (the IsoParam curves); for a power-law or
     saturating fit (fitted against compute) it is ``fit.predict(C)``. Returns ``path``.
     """
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # lazy: optional, slow to import
     from matplotlib.colors import LogNorm
 
     t = _runs_table(runs, flops_per_param_token)
@@ -192,7 +192,7 @@ def plot_isoloss(fit: ChinchillaFit, N_range, D_range, path, runs=None, *, level
     """
     if not isinstance(fit, ChinchillaFit):
         raise TypeError(f"plot_isoloss needs a ChinchillaFit, got {type(fit).__name__}")
-    from matplotlib.colors import LogNorm
+    from matplotlib.colors import LogNorm  # lazy: optional, slow to import
 
     k = flops_per_param_token
     Ns = np.logspace(math.log10(N_range[0]), math.log10(N_range[1]), 200)
@@ -238,7 +238,7 @@ def plot_learning_curves(curves: Mapping[str, tuple[Any, Any]], sizes, path, *, 
     ``sizes`` is ``{label: size}`` or a sequence in the order of ``curves``. Non-positive / non-finite
     points are dropped from log axes (a diverged run's tail shows as the curve ending).
     """
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # lazy: optional, slow to import
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import LogNorm
 

@@ -1,5 +1,5 @@
 """Scaling sweeps: expand a grid (or a star) over shape, data and learning rate into runs, train them
-one after another through :class:`vitjax.trainer.Trainer`, and record per run what a scaling law needs.
+one after another through :class:`vitjax.training.trainer.Trainer`, and record per run what a scaling law needs.
 
     python experiments/scaling/sweep.py --config configs/scaling_digits.py --out workdirs/scaling_digits
 
@@ -31,6 +31,9 @@ Layout of the sweep folder::
 
 A rerun skips finished runs and lets the Trainer resume a half-finished one from its checkpoint. A
 finished run whose config differs from what the sweep now asks for is an error (not silently reused).
+A SIGTERM stops the sweep once the Trainer has saved the current run's checkpoint (no record: the next
+invocation resumes it). Records are built from the :class:`~vitjax.training.summary.RunSummary` that
+``Trainer.train()`` returns and the run's metrics.jsonl, never from the Trainer's internals.
 
 Per-run record (:func:`run_sweep` returns them): ``N`` (all parameters) and ``N_nonembed``
 (:data:`EMBEDDING_PARAMS` excluded, as Kaplan et al. 2020 count), ``D`` = images seen = steps x global
@@ -54,14 +57,22 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 
 from vitjax import config as config_lib
 from vitjax.config import ConfigError
+from vitjax.data import get_source
+from vitjax.models import build_model
+from vitjax.models.registry import model_param_shapes
+from vitjax.scaling.records import RECORD_FILE, read_json, read_records, write_json
+from vitjax.training.metrics import read_metrics
+from vitjax.training.trainer import NonFiniteError, Trainer
+from vitjax.training.workdir import latest_step
 
 __all__ = ["AXES", "EMBEDDING_PARAMS", "RunSpec", "load_sweep_config", "load_base_config", "plan",
-           "run_config", "count_params", "eval_loss_stats", "run_sweep", "read_records", "RECORD_FILE"]
+           "run_config", "count_params", "run_sweep", "read_records", "RECORD_FILE"]
 
 # Axis -> the config key it sets. "images", "epochs" and "steps" all set train.total_steps (the
 # Trainer's rule: epochs x (train examples // batch)); "mlp_ratio" sets model.mlp_dim = ratio * width.
@@ -86,7 +97,6 @@ _SHORT = {"width": "w", "depth": "d", "mlp_dim": "mlp", "mlp_ratio": "mr", "num_
 # position embeddings, class/distillation tokens and the classifier head(s). The final norm stays in.
 EMBEDDING_PARAMS = ("patch_embed", "pos_embedding", "cls", "dist", "head", "head_dist")
 
-RECORD_FILE = "record.json"
 _RUN_FILE = "sweep_run.json"   # written when a run starts: guards a half-finished workdir against reuse
 
 
@@ -219,7 +229,6 @@ def plan(sweep: ml_collections.ConfigDict, base: ml_collections.ConfigDict | Non
     n_train = None
     for axes in points:
         if any(a in ("epochs",) for a in axes) and n_train is None:
-            from vitjax.data import get_source
             n_train = len(get_source(**base.input.data))
         name = run_name(axes, table)
         if name in seen:
@@ -258,7 +267,6 @@ def _overrides(sweep, axes, base, table, n_train) -> dict[str, Any]:
     elif base.train.get("total_steps", -1) > 0:
         steps = int(base.train.total_steps)
     else:
-        from vitjax.data import get_source
         steps = int(math.ceil(base.train.num_epochs * max(1, len(get_source(**base.input.data)) // batch)))
     if steps < 1:
         raise ConfigError(f"run {run_name(axes, table)} would train for {steps} steps; use more data")
@@ -293,7 +301,6 @@ def _fingerprint(cfg: ml_collections.ConfigDict) -> str:
 def count_params(params: Mapping[str, Any]) -> tuple[int, int]:
     """(total, non-embedding) parameter counts of a params tree (arrays or ShapeDtypeStructs); the
     non-embedding count leaves out the top-level groups in :data:`EMBEDDING_PARAMS`."""
-    import jax
     total = non_embed = 0
     for key, sub in params.items():
         n = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(sub))
@@ -319,88 +326,31 @@ def _finite(v) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _flops_per_step(trainer) -> float | None:
-    """XLA's FLOPs for one train step on one device. The Trainer measures it when it compiles the
-    step; a run that was already complete when this process started compiles it here instead."""
-    flops = getattr(trainer, "flops_per_device", None)
-    if flops is None and _process_count() == 1:
-        from vitjax import sharding as sh
-        from vitjax.data import train_iterator
-        it = train_iterator(trainer.train_source, trainer.config.input.train_ops, trainer.batch_size,
-                            seed=0, num_threads=0)
-        batch = sh.host_local_to_global(next(it), trainer.mesh, trainer.rules)
-        trainer.compiled_train_step(batch)
-        flops = getattr(trainer, "flops_per_device", None)
-    return flops
-
-
-def _process_count() -> int:
-    import jax
-    return jax.process_count()
-
-
-def eval_loss_stats(trainer) -> dict[str, float] | None:
-    """The final eval loss with its sampling error, from one extra pass over the eval split that keeps
-    every example's cross-entropy: ``{"n", "mean", "std", "se", "rel_se"}`` with ``se = std / sqrt(n)``
-    (the standard error of the mean over test examples; it does not include run-to-run variation,
-    e.g. of the seed). ``mean`` equals the Trainer's ``eval/loss`` up to float rounding. None when it
-    does not apply: no eval split, an objective other than classification, no trained state (a
-    diverged run), or several processes (the sweep runs one process per run)."""
-    import jax.numpy as jnp
-    import optax
-
-    state = getattr(trainer, "state", None)
-    if (state is None or trainer.eval_source is None or _process_count() != 1
-            or trainer.config.objective.get("name") != "classification"):
-        return None
-    model = trainer.model
-
-    def per_example(params, batch):
-        logits = model.apply({"params": params}, batch["image"], train=False).astype(jnp.float32)
-        return {"ce": optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])}
-
-    out = trainer.map_batches("per_example_ce", per_example, state.params, trainer.eval_source)
-    ce = np.asarray(out.get("ce", np.zeros(0)), np.float64)
-    if ce.size < 2:
-        return None
-    mean, std = float(ce.mean()), float(ce.std(ddof=1))
-    se = std / math.sqrt(ce.size)
-    return {"n": int(ce.size), "mean": mean, "std": std, "se": se, "rel_se": se / mean if mean > 0 else None}
-
-
-def _latest_checkpoint(workdir: str) -> int | None:
-    d = os.path.join(workdir, "checkpoints")
-    steps = [int(s) for s in os.listdir(d) if s.isdigit()] if os.path.isdir(d) else []
-    return max(steps) if steps else None
-
-
-def _train_one(cfg, spec: RunSpec, workdir: str, sha: str, devices) -> dict[str, Any]:
-    """Trains (or resumes) one run and returns its record."""
-    from vitjax.metrics import read_metrics
-    from vitjax.trainer import NonFiniteError, Trainer
-
-    resumed_from = _latest_checkpoint(workdir)
+def _train_one(cfg, spec: RunSpec, workdir: str, sha: str, devices) -> dict[str, Any] | None:
+    """Trains (or resumes) one run and returns its record, or None when the run was preempted
+    (SIGTERM: the Trainer saved a checkpoint and stopped; a rerun of the sweep resumes it)."""
+    resumed_from = latest_step(workdir)
     t0 = time.time()
-    trainer = Trainer(cfg, workdir, devices=devices)
-    status, error, final = "finished", None, {}
+    status, error = "finished", None
     try:
-        final = trainer.train()
+        summary = Trainer(cfg, workdir, devices=devices).train(eval_loss_per_example=True)
     except NonFiniteError as e:
         status, error = "diverged", str(e)
+        summary = e.summary          # the run up to its last finite step (Trainer attaches it)
     wall = time.time() - t0
+    gc.collect()          # the Trainer (its device buffers) is garbage now; free it before the next run
+    if summary.status == "preempted":
+        return None
 
-    n_total, n_nonembed = count_params(trainer.abstract_state.params)
-    n_dev = int(trainer.mesh.devices.size)
-    steps, batch = int(trainer.total_steps), int(trainer.batch_size)
-    model = trainer.model
+    model = build_model(cfg)
+    n_total, n_nonembed = count_params(model_param_shapes(model))
     tokens_per_image = None
     if hasattr(model, "grid"):
         gh, gw = model.grid
         tokens_per_image = int(gh * gw + getattr(model, "num_prefix_tokens", 0))
-    flops = _flops_per_step(trainer)
-    t_se = time.time()
-    stats = eval_loss_stats(trainer) if status == "finished" else None
-    se_wall = time.time() - t_se
+    n_dev, steps, batch = summary.devices, summary.total_steps, summary.batch_size
+    flops = summary.flops_per_device
+    stats = summary.eval_loss_stats() if status == "finished" else None
     D = steps * batch
     records = read_metrics(workdir) if os.path.isfile(os.path.join(workdir, "metrics.jsonl")) else []
     evals = _last_by_step(records, "eval/loss")
@@ -408,35 +358,33 @@ def _train_one(cfg, spec: RunSpec, workdir: str, sha: str, devices) -> dict[str,
     curve = [{"step": s, "images": s * batch, "loss": _finite(r["eval/loss"]), "top1": _finite(r.get("eval/top1"))}
              for s, r in evals.items()]
     train_curve = [{"step": s, "images": s * batch, "loss": _finite(r["train/loss"])} for s, r in trains.items()]
+    final = summary.final_metrics
     if status == "finished" and not final and steps in evals:     # complete before this process started
         final = evals[steps]
     loss, top1 = (_finite(final.get("eval/loss")), _finite(final.get("eval/top1"))) if final else (None, None)
     ok = [p for p in curve if p["loss"] is not None]
     best = min(ok, key=lambda p: p["loss"]) if ok else None
     tokens = D * tokens_per_image if tokens_per_image else None
-    record = {
+    return {
         "name": spec.name, "status": status, "error": error, "axes": spec.axes,
         "overrides": spec.overrides, "config_sha": sha,
         "N": n_total, "N_nonembed": n_nonembed,
-        "D": D, "steps": steps, "batch_size": batch, "epochs": D / len(trainer.train_source),
+        "D": D, "steps": steps, "batch_size": batch, "epochs": D / summary.train_examples,
         "tokens_per_image": tokens_per_image, "tokens": tokens,
         "C": flops * n_dev * steps if flops else None,
         "C_per_step": flops * n_dev if flops else None,
         "C_6ND": 6.0 * n_nonembed * tokens if tokens else None,
-        "devices": n_dev, "device_kind": str(trainer.mesh.devices.flat[0].device_kind),
+        "devices": n_dev, "device_kind": summary.device_kind,
         "loss": loss, "top1": top1,
         "best_loss": best["loss"] if best else None, "best_top1": max((p["top1"] or 0.0) for p in ok) if ok else None,
         "best_step": best["step"] if best else None,
         "loss_se": stats["se"] if stats else None, "loss_std": stats["std"] if stats else None,
         "eval_examples": stats["n"] if stats else None, "loss_se_pass_mean": stats["mean"] if stats else None,
         "curve": curve, "train_curve": train_curve,
-        "wall_s": wall, "se_pass_s": se_wall if stats else None, "compile_s": getattr(trainer, "compile_seconds", None),
+        "wall_s": wall, "se_pass_s": summary.eval_losses_seconds, "compile_s": summary.compile_seconds,
         "resumed_from_step": resumed_from, "loadavg_1m": _loadavg(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    del trainer
-    gc.collect()
-    return record
 
 
 def _loadavg() -> float | None:
@@ -447,31 +395,6 @@ def _loadavg() -> float | None:
 
 
 # ------------------------------------------------------------------------------------------ running
-
-def _write_json(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, allow_nan=False)
-    os.replace(tmp, path)        # atomic: a record file is either absent or complete
-
-
-def _read_json(path: str) -> Any:
-    with open(path) as fh:
-        return json.load(fh)
-
-
-def read_records(sweep_dir: str, specs: Sequence[RunSpec] | None = None) -> list[dict]:
-    """The records of finished (or diverged) runs: of ``specs`` in plan order, else every
-    ``runs/*/record.json`` in name order."""
-    runs = os.path.join(sweep_dir, "runs")
-    names = [s.name for s in specs] if specs is not None else (sorted(os.listdir(runs)) if os.path.isdir(runs) else [])
-    out = []
-    for n in names:
-        p = os.path.join(runs, n, RECORD_FILE)
-        if os.path.isfile(p):
-            out.append(_read_json(p))
-    return out
-
 
 def _first_diff(a: dict, b: dict) -> str:
     for k in sorted(set(a) | set(b)):
@@ -503,11 +426,11 @@ def run_sweep(sweep: ml_collections.ConfigDict, sweep_dir: str, *, devices=None,
     specs = plan(sweep, base)
     os.makedirs(os.path.join(sweep_dir, "runs"), exist_ok=True)
     meta_path = os.path.join(sweep_dir, "sweep.json")
-    history = _read_json(meta_path).get("invocations", []) if os.path.isfile(meta_path) else []
+    history = read_json(meta_path).get("invocations", []) if os.path.isfile(meta_path) else []
     meta = {"sweep_config": json.loads(config_lib.to_json(sweep)),
             "runs": [dataclasses.asdict(s) for s in specs], "invocations": history}
     if idx == 0:
-        _write_json(meta_path, meta)
+        write_json(meta_path, meta)
     t_start, load_start = time.time(), _loadavg()
     trained = 0
     for i, spec in enumerate(specs):
@@ -521,7 +444,7 @@ def run_sweep(sweep: ml_collections.ConfigDict, sweep_dir: str, *, devices=None,
         tag = f"[{i + 1}/{len(specs)}] {spec.name}"
         for path in (rec_path, run_path):
             if os.path.isfile(path):
-                prev = _read_json(path)
+                prev = read_json(path)
                 if prev.get("config_sha") != sha:
                     raise ConfigError(
                         f"{tag}: {workdir} was trained with a different config than the sweep now plans "
@@ -531,11 +454,14 @@ def run_sweep(sweep: ml_collections.ConfigDict, sweep_dir: str, *, devices=None,
             log(f"{tag}: finished earlier, skipped")
             continue
         os.makedirs(workdir, exist_ok=True)
-        _write_json(run_path, {"name": spec.name, "config_sha": sha, "overrides": spec.overrides})
+        write_json(run_path, {"name": spec.name, "config_sha": sha, "overrides": spec.overrides})
         log(f"{tag}: training {spec.overrides['train.total_steps']} steps "
             f"({', '.join(f'{a}={_fmt(v)}' for a, v in spec.axes.items())})")
         record = _train_one(cfg, spec, workdir, sha, devices)
-        _write_json(rec_path, record)
+        if record is None:
+            log(f"{tag}: preempted (SIGTERM); its checkpoint is saved, rerun the sweep to resume it")
+            break
+        write_json(rec_path, record)
         trained += 1
         if record["status"] == "diverged":
             log(f"{tag}: DIVERGED, recorded and excluded from fits: {record['error'].split('. ')[0]}")
@@ -544,13 +470,13 @@ def run_sweep(sweep: ml_collections.ConfigDict, sweep_dir: str, *, devices=None,
             log(f"{tag}: eval loss {record['loss']:.4f}{se}, top-1 {record['top1']:.4f}, N={record['N']:,}, "
                 f"D={record['D']:,}, C={record['C'] or float('nan'):.3g} FLOPs, {record['wall_s']:.0f}s")
         _write_runs_jsonl(sweep_dir, specs)
-    records = read_records(sweep_dir, specs)
+    records = read_records(sweep_dir, [s.name for s in specs])
     _write_runs_jsonl(sweep_dir, specs)
     if idx == 0 and trained:     # what each invocation that trained something took, and the machine's load
         history.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t_start)),
                         "trained": trained, "wall_s": time.time() - t_start, "loadavg_1m_start": load_start,
                         "loadavg_1m_end": _loadavg(), "cpu_count": os.cpu_count()})
-        _write_json(meta_path, meta)
+        write_json(meta_path, meta)
     missing = len(specs) - len(records)
     log(f"sweep: {len(records)}/{len(specs)} runs recorded ({trained} trained now"
         f"{f', {missing} left to other shards or still to run' if missing else ''})")
@@ -561,6 +487,6 @@ def _write_runs_jsonl(sweep_dir: str, specs: Sequence[RunSpec]) -> None:
     path = os.path.join(sweep_dir, "runs.jsonl")
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
-        for r in read_records(sweep_dir, specs):
+        for r in read_records(sweep_dir, [s.name for s in specs]):
             fh.write(json.dumps(r, allow_nan=False) + "\n")
     os.replace(tmp, path)

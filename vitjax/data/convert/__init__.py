@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from vitjax.data.dataset_writer import check_target
 from vitjax.data.convert.encode import EncodeOptions, run_conversion
 from vitjax.data.convert.inputs import (ConvertError, Item, expand_braces, scan_image_folder,  # noqa: F401
                                         scan_pairs)
@@ -51,7 +52,6 @@ def convert_image_folder(root: str, out: str, name: str, *, holdout: float | Non
                          max_bad_fraction: float = 0.01, overwrite: bool = False,
                          shard_bytes: int = 256 << 20, progress: bool = True) -> dict[str, Any]:
     """Converts an image-folder tree; see the module docstring. Returns the summary dict."""
-    from vitjax.data.dataset_writer import check_target
     check_target(out, name, overwrite)
     _refuse_catalog_name(name)
     rerun = f"python -m vitjax.data convert --image-folder {root} --out {out} --name {name}"
@@ -67,7 +67,6 @@ def convert_pairs(paths: Sequence[str] | str, out: str, name: str, *, holdout: f
                   max_bad_fraction: float = 0.01, overwrite: bool = False,
                   shard_bytes: int = 256 << 20, progress: bool = True) -> dict[str, Any]:
     """Converts image-text pairs (webdataset shards or a table); see the module docstring."""
-    from vitjax.data.dataset_writer import check_target
     paths = [paths] if isinstance(paths, str) else list(paths)
     check_target(out, name, overwrite)
     _refuse_catalog_name(name)
@@ -83,7 +82,7 @@ def convert_pairs(paths: Sequence[str] | str, out: str, name: str, *, holdout: f
 
 
 def _refuse_catalog_name(name: str) -> None:
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # heavy (~0.5 s): not for `python -m vitjax.data --help`
     if name in tfds.list_builders(with_community_datasets=False):
         raise ConvertError(f"--name {name} is a TFDS catalog dataset, and tfds would look for its own "
                            f"version of it instead of this conversion; choose another name, e.g. "

@@ -7,14 +7,20 @@ import contextlib
 import dataclasses
 import io
 import logging
+import multiprocessing as mp
 import os
 import sys
 import time
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageOps
+from tqdm.auto import tqdm
 
+from vitjax.data import image_io
+from vitjax.data.bad_input import BadExampleError
 from vitjax.data.convert.inputs import UNDECODABLE, ConvertError, Item
+from vitjax.data.dataset_writer import DatasetWriter, serializer
 
 log = logging.getLogger("vitjax.data")
 
@@ -29,7 +35,7 @@ class EncodeOptions:
 
 
 def features_for(opts: EncodeOptions):
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # heavy (~0.5 s): not for `python -m vitjax.data --help`
 
     f = {"image": tfds.features.Image(encoding_format="jpeg"), "file_name": tfds.features.Text()}
     if opts.kind == "classes":
@@ -43,7 +49,6 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(opts: EncodeOptions) -> None:
-    from vitjax.data.dataset_writer import serializer
     _WORKER["opts"] = opts
     _WORKER["serialize"] = serializer(features_for(opts))
 
@@ -60,11 +65,6 @@ def _read(item: Item) -> bytes:
 
 def encode_image(data: bytes, quality: int, max_short_side: int | None) -> tuple[bytes, str]:
     """Checks ``data`` by decoding it and returns (JPEG bytes, how). Raises BadExampleError."""
-    from PIL import Image, ImageOps
-
-    from vitjax.data import image_io
-    from vitjax.data.bad_input import BadExampleError
-
     img = image_io.open_image(data)
     fmt, mode = img.format, img.mode
     try:
@@ -97,8 +97,6 @@ def encode_image(data: bytes, quality: int, max_short_side: int | None) -> tuple
 
 def encode_item(item: Item) -> tuple[bytes | None, str, int]:
     """Worker task: (serialized record, how, image bytes) or (None, skip reason + detail, 0)."""
-    from vitjax.data.bad_input import BadExampleError
-
     opts: EncodeOptions = _WORKER["opts"]
     try:
         data = _read(item)
@@ -122,7 +120,6 @@ def _results(items: list[Item], opts: EncodeOptions, workers: int):
         for it in items:
             yield encode_item(it)
         return
-    import multiprocessing as mp
     # spawn, not fork: the parent may hold threads (tfds, absl) that fork would copy mid-lock.
     with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(opts,)) as pool:
         yield from pool.imap(encode_item, items, chunksize=16)
@@ -132,10 +129,6 @@ def run_conversion(splits: dict[str, list[Item]], opts: EncodeOptions, *, out: s
                    source: str, skipped: list, workers: int | None, seed: int, max_bad_fraction: float,
                    overwrite: bool, shard_bytes: int, progress: bool, rerun: str) -> dict[str, Any]:
     """Encodes and writes every item; returns the summary (also printed and stored in the dataset)."""
-    from tqdm.auto import tqdm
-
-    from vitjax.data.dataset_writer import DatasetWriter
-
     t0 = time.time()
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     order = []

@@ -10,6 +10,7 @@ import os
 from typing import Any, Mapping
 
 import jax
+from tensorboardX import SummaryWriter
 
 
 def _plain(v: Any):
@@ -29,7 +30,6 @@ class MetricWriter:
             os.makedirs(workdir, exist_ok=True)
             self._fh = open(self.path, "a", buffering=1)
             if tensorboard:
-                from tensorboardX import SummaryWriter
                 self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """PVT v2 weights between vitjax (Flax) and timm ``PyramidVisionTransformerV2`` (``pvt_v2_*``).
 
-    from vitjax.export.pvt import to_timm, timm_config, from_timm
-    from vitjax.export.vit import write_export
+    from vitjax.interop.pvt import to_timm, timm_config, from_timm
+    from vitjax.interop.state_dict import write_export
     write_export("out", to_timm(params, model), timm_config(model))
     timm.create_model("local-dir:out", pretrained=True)
     params = from_timm(timm_model.state_dict(), model)
@@ -22,6 +22,7 @@ Layouts (s stage, b block, C stage width, M MLP width):
     head (C4, K)                              head (K, C4)
 
 PVT v1 has no timm counterpart (timm ships only v2), so only ``version=2`` models convert.
+Registered as the ``(PVT, "timm")`` converter (``vitjax.interop.registry``), both ways.
 """
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ from typing import Sequence
 
 import numpy as np
 
-from vitjax.export.vit import _c, _fmt_shape, _flat_params, _mean_std, _unflatten, _unwrap_state_dict
+from vitjax.interop.registry import register_converter
+from vitjax.interop.state_dict import (channel_values, f32, flat_params, fmt_shape, model_shapes, need,
+                                       params_tree, unwrap_state_dict)
+from vitjax.models.pvt import PVT
 
 __all__ = ["to_timm", "from_timm", "timm_config"]
 
@@ -89,13 +93,11 @@ def _stage_of(key: str) -> int:
 def to_timm(params, model) -> dict[str, np.ndarray]:
     """vitjax PVT v2 params -> timm ``PyramidVisionTransformerV2`` state dict (float32 numpy)."""
     _check_model(model)
-    f = _flat_params(params)
+    f = flat_params(params)
     out: dict[str, np.ndarray] = {}
     kv: dict[str, dict[str, np.ndarray]] = {}
     for jk, tk, kind in _pairs(model):
-        if jk not in f:
-            raise ValueError(f"vitjax params lack '{jk}', which this PVT configuration needs")
-        x = f[jk]
+        x = need(f, jk, "PVT")
         c = model.embed_dims[_stage_of(jk)]
         if kind == "conv":
             out[tk] = x.transpose(3, 2, 0, 1)
@@ -113,24 +115,23 @@ def to_timm(params, model) -> dict[str, np.ndarray]:
             out[tk] = x
     for tk, parts in kv.items():
         out[tk] = np.concatenate([parts["k"], parts["v"]], 0)
-    return {k: _c(v) for k, v in out.items()}
+    return {k: f32(v) for k, v in out.items()}
 
 
 def from_timm(state_dict, model, drop_head: bool = False) -> dict:
     """timm ``pvt_v2_*`` state dict -> vitjax params for ``model`` (the inner ``params`` dict, numpy).
     Missing, unexpected or mis-shaped keys raise ValueError naming the timm key."""
     _check_model(model)
-    sd = _unwrap_state_dict(state_dict)
+    sd = unwrap_state_dict(state_dict)
     if drop_head:
         sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
     pairs = [p for p in _pairs(model) if not (drop_head and p[1].startswith("head."))]
-    from vitjax.export.vit import _init_shapes
-    want = _init_shapes(model)
+    want = model_shapes(model)
     f = {}
     for jk, tk, kind in pairs:
         if tk not in sd:
             raise ValueError(f"missing key '{tk}' in the timm checkpoint (the vitjax model has '{jk}' of shape "
-                             f"{_fmt_shape(want[jk])})")
+                             f"{fmt_shape(want[jk])})")
         x = sd[tk]
         c = model.embed_dims[_stage_of(jk)]
         h = model.num_heads[_stage_of(jk)]
@@ -142,7 +143,7 @@ def from_timm(state_dict, model, drop_head: bool = False) -> dict:
             if kind != "q":
                 if x.shape[0] != 2 * c:
                     raise ValueError(f"shape mismatch for '{tk}': expected first dim {2 * c}, got "
-                                     f"{_fmt_shape(x.shape)}")
+                                     f"{fmt_shape(x.shape)}")
                 x = x[:c] if kind == "k" else x[c:]
             x = x.T.reshape(c, h, -1) if x.ndim == 2 else x.reshape(h, -1)
         elif kind == "out":
@@ -152,17 +153,16 @@ def from_timm(state_dict, model, drop_head: bool = False) -> dict:
             if tk == "head.weight":
                 hint = (f"; the checkpoint has {sd[tk].shape[0]} classes: build the model with num_classes="
                         f"{sd[tk].shape[0]} or pass drop_head=True")
-            raise ValueError(f"shape mismatch for '{tk}': the vitjax model expects {_fmt_shape(want[jk])} for "
-                             f"'{jk}', the checkpoint gives {_fmt_shape(x.shape)} after conversion{hint}")
+            raise ValueError(f"shape mismatch for '{tk}': the vitjax model expects {fmt_shape(want[jk])} for "
+                             f"'{jk}', the checkpoint gives {fmt_shape(x.shape)} after conversion{hint}")
         f[jk] = x
     used = {tk for _, tk, _ in pairs}
     extra = [k for k in sd if k not in used]
     if extra:
-        raise ValueError(f"unexpected key '{extra[0]}' (shape {_fmt_shape(sd[extra[0]].shape)}) in the timm "
+        raise ValueError(f"unexpected key '{extra[0]}' (shape {fmt_shape(sd[extra[0]].shape)}) in the timm "
                          f"checkpoint: the vitjax PVT (depths={tuple(model.depths)}, linear={model.linear}, "
                          f"sr_ratios={tuple(model.sr_ratios)}) has no such parameter")
-    dtype = np.dtype(model.param_dtype)
-    return _unflatten({k: np.ascontiguousarray(v, dtype=dtype) for k, v in f.items()})
+    return params_tree(f, model)
 
 
 def timm_config(model, *, mean: float | Sequence[float] = 0.5, std: float | Sequence[float] = 0.5) -> dict:
@@ -175,8 +175,11 @@ def timm_config(model, *, mean: float | Sequence[float] = 0.5, std: float | Sequ
                       linear=bool(model.linear))
     pretrained_cfg = dict(tag="vitjax", custom_load=False, input_size=[c, s, s], fixed_input_size=False,
                           interpolation="bicubic", crop_pct=0.9, crop_mode="center",
-                          mean=_mean_std(mean, c), std=_mean_std(std, c), num_classes=k, pool_size=None,
+                          mean=channel_values(mean, c), std=channel_values(std, c), num_classes=k, pool_size=None,
                           first_conv="patch_embed.proj", classifier="head")
     return dict(architecture="pvt_v2_b2_li" if model.linear else "pvt_v2_b0", num_classes=k,
                 num_features=model.embed_dims[-1], global_pool="avg", model_args=model_args,
                 pretrained_cfg=pretrained_cfg)
+
+
+register_converter(PVT, "timm", export=to_timm, config=timm_config, load=from_timm, takes_normalisation=True)

@@ -174,3 +174,18 @@ def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> tuple[op
         clipper = optax.clip_by_global_norm(clip) if mode == "global" else clip_by_param_norm(clip)
         tx = optax.chain(clipper, tx)
     return tx, lr
+
+
+def with_objective_freezing(tx: optax.GradientTransformation, objective, abstract_params,
+                            run) -> optax.GradientTransformation:
+    """``tx`` with the parameters the objective holds fixed: ``objective.frozen`` (never updated, weight
+    decay included: LiT's locked image tower) and ``objective.frozen_until`` (fixed for their first
+    steps: DINO's last layer in the first epoch)."""
+    frozen = objective.frozen(abstract_params)
+    if frozen is not None:
+        # Their final updates are zeroed. (Their optimizer moments still exist and stay zero;
+        # optax.multi_transform would drop them but its masked state has no per-parameter
+        # sharding tree for tree_map_params to follow.)
+        tx = optax.chain(tx, scale_per_param(jax.tree.map(lambda f: 0.0 if f else 1.0, frozen)))
+    until = objective.frozen_until(abstract_params, run)
+    return tx if until is None else freeze_until(tx, until)

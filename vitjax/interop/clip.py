@@ -3,7 +3,7 @@
 
 Export (vitjax -> PyTorch)::
 
-    from vitjax.export import clip as ex
+    from vitjax.interop import clip as ex
     sd, cfg = ex.to_open_clip(params, model), ex.open_clip_config(model)
     net = open_clip.model.CLIP(**cfg); net.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
 
@@ -42,6 +42,9 @@ same bias and then its own position row, adding the bias to the position rows of
 (not the class row) gives the same function exactly: that is what export does, and import sets the
 bias to zero. Only the OpenAI layout is expressible in these libraries: a class-token image tower
 (``vision_pool="token"``) with ``ln_pre`` for HF, a causal text tower pooled at the end token.
+
+Registered converters (``vitjax.interop.registry``): ``(CLIP, "open_clip")`` and ``(CLIP, "hf")``,
+both ways (no ``drop_head``: CLIP has no classifier), told apart on import by ``detect_format``.
 """
 from __future__ import annotations
 
@@ -50,10 +53,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from vitjax.export.vit import _c, _flat_params, _to_np, _unflatten, _unwrap_state_dict, read_state_dict
+from vitjax.interop.registry import register_converter, register_detector
+from vitjax.interop.state_dict import (export_shapes, f32, flat_params, params_tree, read_state_dict, to_numpy,
+                                       unwrap_state_dict, write_export)
+from vitjax.models.clip import CLIP
+from vitjax.models.posemb import sincos_2d_with_prefix
 
 __all__ = ["to_open_clip", "open_clip_config", "from_open_clip", "model_kwargs_from_open_clip",
-           "to_hf", "hf_config", "from_hf", "model_kwargs_from_hf_config", "import_clip", "write_export"]
+           "to_hf", "hf_config", "from_hf", "model_kwargs_from_hf_config", "detect_format", "import_clip",
+           "write_export"]
 
 _OC_ACTS = {"gelu": (False, None), "quick_gelu": (True, None), "gelu_tanh": (False, {"approximate": "tanh"})}
 _HF_ACTS = {"gelu": "gelu", "quick_gelu": "quick_gelu", "gelu_tanh": "gelu_pytorch_tanh"}
@@ -159,7 +167,6 @@ def _vision_pos(flat, model) -> np.ndarray:
     if model.vision_posemb == "learned":
         pos = np.array(flat["img/pos_embedding"][0], np.float32)
     else:
-        from vitjax.models.posemb import sincos_2d_with_prefix
         pos = sincos_2d_with_prefix(model.vision_width, *model.grid, 1)
     pos[1:] += flat["img/patch_embed/bias"]
     return pos
@@ -167,7 +174,7 @@ def _vision_pos(flat, model) -> np.ndarray:
 
 def _export(params, model, fmt: str) -> dict[str, np.ndarray]:
     _check_exportable(model, fmt)
-    flat = _flat_params(params)
+    flat = flat_params(params)
     oc = fmt == "open_clip"
     sd: dict[str, np.ndarray] = {}
     vp, tp = ("visual.", "") if oc else ("vision_model.", "text_model.")
@@ -214,8 +221,7 @@ def _export(params, model, fmt: str) -> dict[str, np.ndarray]:
     if model.logit_bias_init is not None:
         sd["logit_bias"] = np.asarray(flat["logits/bias"]).reshape(())
     del vp, tp
-    # np.ascontiguousarray makes 0-d arrays 1-d: keep logit_scale a scalar, as both libraries hold it
-    return {k: _c(v).reshape(np.shape(v)) for k, v in sd.items()}
+    return {k: f32(v) for k, v in sd.items()}        # logit_scale stays 0-d, as both libraries hold it
 
 
 def to_open_clip(params, model) -> dict[str, np.ndarray]:
@@ -280,36 +286,12 @@ def hf_config(model) -> dict[str, Any]:
             "vision_config": vision, "torch_dtype": "float32"}
 
 
-def write_export(out_dir: str | os.PathLike, state_dict: Mapping[str, np.ndarray], config: dict):
-    """``out_dir/model.safetensors`` (metadata format=pt) + ``out_dir/config.json``; scalars stay 0-d
-    (``logit_scale`` is a 0-d parameter in both libraries). Returns the folder's Path."""
-    import json
-    from pathlib import Path
-
-    from safetensors.numpy import save_file
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    arrays = {k: np.ascontiguousarray(_to_np(v)).reshape(np.shape(_to_np(v))) for k, v in state_dict.items()}
-    save_file(arrays, str(out / "model.safetensors"), metadata={"format": "pt"})
-    with open(out / "config.json", "w") as fh:
-        json.dump(config, fh, indent=2)
-        fh.write("\n")
-    return out
-
-
 # ------------------------------------------------------------------------------------------ import
 
 
 def _expected(model, fmt: str) -> dict[str, tuple]:
     """The torch keys and shapes this model exports to (from abstract shapes; nothing is allocated)."""
-    import jax
-    import jax.numpy as jnp
-    from flax import linen as nn
-    abstract = jax.eval_shape(model.init, jax.random.key(0),
-                              jnp.zeros((1, model.image_size, model.image_size, model.in_channels)),
-                              jnp.zeros((1, model.text_context_length), jnp.int32))
-    zeros = jax.tree.map(lambda a: np.zeros(a.shape, np.float32), nn.meta.unbox(abstract)["params"])
-    return {k: tuple(v.shape) for k, v in _export(zeros, model, fmt).items()}
+    return export_shapes(lambda params, m: _export(params, m, fmt), model)
 
 
 def _check_keys(sd: Mapping[str, np.ndarray], expected: dict[str, tuple], fmt: str) -> None:
@@ -331,10 +313,9 @@ def _check_keys(sd: Mapping[str, np.ndarray], expected: dict[str, tuple], fmt: s
 
 
 def _import(state_dict, model, fmt: str) -> dict:
-    import jax.numpy as jnp
-    sd = _unwrap_state_dict(state_dict) if not all(isinstance(v, np.ndarray) for v in state_dict.values()) \
+    sd = unwrap_state_dict(state_dict) if not all(isinstance(v, np.ndarray) for v in state_dict.values()) \
         else dict(state_dict)
-    sd = {k: np.asarray(_to_np(v), np.float32) for k, v in sd.items()}
+    sd = {k: np.asarray(to_numpy(v), np.float32) for k, v in sd.items()}
     for k in ("logit_scale", "logit_bias"):
         if k in sd:
             sd[k] = sd[k].reshape(())
@@ -376,8 +357,7 @@ def _import(state_dict, model, fmt: str) -> dict:
         if np.max(np.abs(fixed - pos)) > 1e-4:
             raise ValueError("the checkpoint's image position table is not the fixed sin-cos table this "
                              "model (vision_posemb='sincos2d') uses; build it with vision_posemb='learned'")
-    dtype = jnp.dtype(model.param_dtype)
-    return _unflatten({k: np.asarray(v).astype(dtype) for k, v in flat.items()})
+    return params_tree(flat, model)
 
 
 def from_open_clip(state_dict, model) -> dict:
@@ -399,7 +379,7 @@ def model_kwargs_from_open_clip(state_dict, *, vision_heads: int | None = None, 
     Shapes fix everything except the head counts (default: width / 64, open_clip's head_width, for
     the image tower and width / 64 for the text tower as in OpenAI's models) and the activation,
     which a state dict does not record: OpenAI weights need ``activation="quick_gelu"``."""
-    sd = {k: v for k, v in _unwrap_state_dict(state_dict).items()}
+    sd = {k: v for k, v in unwrap_state_dict(state_dict).items()}
     v = sd["visual.conv1.weight"]
     dv, c, p, _ = v.shape
     n_pos = sd["visual.positional_embedding"].shape[0]
@@ -441,11 +421,23 @@ def model_kwargs_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
         activation=_HF_ACTS_IN[next(iter(acts))], layernorm_eps=float(t.get("layer_norm_eps", 1e-5)))
 
 
+def detect_format(state_dict, name: str = "this state dict") -> str:
+    """``"hf"`` (``vision_model.*`` keys) or ``"open_clip"`` (``visual.*``); ValueError naming ``name``
+    (the checkpoint's path, for ``import_clip``) if neither."""
+    if any(k.startswith("vision_model.") for k in state_dict):
+        return "hf"
+    if any(k.startswith("visual.") for k in state_dict):
+        return "open_clip"
+    raise ValueError(f"{name} is neither an open_clip (visual.*) nor an HF CLIPModel (vision_model.*) checkpoint")
+
+
 def import_clip(path: str | os.PathLike, model) -> dict:
     """A checkpoint file or folder (``read_state_dict``) of open_clip or HF CLIP -> vitjax params."""
     sd = read_state_dict(path)
-    if any(k.startswith("vision_model.") for k in sd):
-        return from_hf(sd, model)
-    if any(k.startswith("visual.") for k in sd):
-        return from_open_clip(sd, model)
-    raise ValueError(f"{path} is neither an open_clip (visual.*) nor an HF CLIPModel (vision_model.*) checkpoint")
+    return (from_hf if detect_format(sd, str(path)) == "hf" else from_open_clip)(sd, model)
+
+
+register_converter(CLIP, "open_clip", export=to_open_clip, config=open_clip_config, load=from_open_clip,
+                   drop_head=False)
+register_converter(CLIP, "hf", kind="hf_clip", export=to_hf, config=hf_config, load=from_hf, drop_head=False)
+register_detector(CLIP, detect_format)

@@ -6,8 +6,8 @@ Layout of ``<workdir>/checkpoints/<step>/``: ``params`` (restorable alone, for e
 complete, so a run killed mid-save leaves the previous checkpoint as the latest.
 
 Objective state inside ``train`` (``extra``, e.g. DINO's EMA teacher ``extra["teacher"]``) can be read
-alone (``Checkpointer.restore_extra``), without the optimizer state beside it:
-``load_workdir(workdir, weights="teacher")``.
+alone (``Checkpointer.restore_extra``), without the optimizer state beside it. Reading a whole
+workdir (its config, model and weights) is ``vitjax.training.workdir``.
 """
 from __future__ import annotations
 
@@ -15,32 +15,13 @@ import os
 from typing import Any
 
 import grain
-import jax
 import orbax.checkpoint as ocp
-from jax.sharding import SingleDeviceSharding
+
+from vitjax.param_tree import first_mismatch
 
 
 class CheckpointMismatchError(ValueError):
     """The workdir holds a checkpoint whose parameters do not fit the configured model."""
-
-
-def _flat_shapes(tree: Any) -> dict[str, tuple]:
-    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {"/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path): tuple(leaf.shape)
-            for path, leaf in flat}
-
-
-def first_mismatch(expected: Any, found: Any) -> str | None:
-    """Describes the first parameter whose presence or shape differs, or None when they agree."""
-    exp, got = _flat_shapes(expected), _flat_shapes(found)
-    for name in sorted(set(exp) | set(got)):
-        if name not in got:
-            return f"parameter {name!r} (shape {exp[name]}) is missing from the checkpoint"
-        if name not in exp:
-            return f"the checkpoint has parameter {name!r} (shape {got[name]}) that the model does not"
-        if exp[name] != got[name]:
-            return f"parameter {name!r} has shape {got[name]} in the checkpoint but {exp[name]} in the model"
-    return None
 
 
 class Checkpointer:
@@ -135,90 +116,3 @@ class Checkpointer:
     def close(self):
         self.manager.wait_until_finished()
         self.manager.close()
-
-
-def is_workdir(path: str) -> bool:
-    """True for the --workdir of a vitjax run (its config.json and checkpoints/ folder)."""
-    return os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(os.path.join(path, "checkpoints"))
-
-
-WEIGHTS = ("params", "teacher")
-
-
-def weights_for(model, student: bool, workdir: str) -> str:
-    """The ``load_workdir`` weights a command line's ``--student`` flag selects: a DINO workdir gives
-    its EMA teacher (what the paper evaluates and releases) unless ``student``; any other model has
-    only its parameters, and ``--student`` on it is a ValueError naming the workdir's model."""
-    from vitjax.models.dino import DINO
-    if not isinstance(model, DINO):
-        if student:
-            raise ValueError(f"--student applies to DINO workdirs (a student and an EMA teacher); {workdir} "
-                             f"holds a {type(model).__name__}, which has only its parameters")
-        return "params"
-    return "params" if student else "teacher"
-
-
-def workdir_model(workdir: str):
-    """``(config, model)`` of a workdir (its config.json), without reading any checkpoint."""
-    from vitjax import config as config_lib
-    from vitjax.trainer import build_model
-
-    cfg_path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(cfg_path):
-        raise FileNotFoundError(f"{workdir} has no config.json; is it a vitjax workdir (the --workdir "
-                                f"of a python -m vitjax.train run)?")
-    with open(cfg_path) as fh:
-        config = config_lib.from_json(fh.read())
-    return config, build_model(config)
-
-
-def load_workdir(workdir: str, step: int | None = None, weights: str = "params"):
-    """``(config, model, params)`` from ``workdir``: its config.json and its latest (or given)
-    checkpoint, with params as host-local arrays on the first device.
-
-    ``weights``: "params" (the trained parameters; for DINO the student) or "teacher" (DINO's EMA
-    teacher, the network the paper evaluates and releases; same tree as the params). A workdir whose
-    objective keeps no teacher raises ValueError for "teacher".
-    """
-    if weights not in WEIGHTS:
-        raise ValueError(f"weights={weights!r}; choose one of {list(WEIGHTS)}")
-    config, model = workdir_model(workdir)
-    ckpt = Checkpointer(workdir, async_save=False)
-    try:
-        step = ckpt.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"{workdir}/checkpoints holds no finished checkpoint yet")
-        abstract = abstract_params(model, config)
-        ckpt.check_params(step, abstract)
-        dev = SingleDeviceSharding(jax.devices()[0])
-        target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=dev), abstract)
-        if weights == "teacher":
-            teacher = ckpt.extra_metadata(step).get("teacher")
-            if teacher is None:
-                raise ValueError(
-                    f"{workdir} (a {type(model).__name__} trained with objective "
-                    f"{config.objective.get('name')!r}) holds no EMA teacher: only DINO runs have a "
-                    f"teacher. Load its parameters with weights='params'")
-            problem = first_mismatch(abstract, teacher)
-            if problem:
-                raise CheckpointMismatchError(f"the teacher in {ckpt.directory} (step {step}) does not fit "
-                                              f"the configured model: {problem}")
-            params = ckpt.restore_extra(step, "teacher", target)
-        else:
-            params = ckpt.restore_params(step, target)
-    finally:
-        ckpt.close()
-    return config, model, params
-
-
-def abstract_params(model, config) -> Any:
-    """Shapes/dtypes of the model's parameters, without allocating them (inputs shaped as the
-    config's objective describes its batches)."""
-    from vitjax.objectives import create_objective
-    from vitjax.sharding import strip_boxes
-
-    objective = create_objective(config.objective)
-    example = objective.example_batch(model, 1)
-    variables = jax.eval_shape(lambda rng, b: model.init(rng, *objective.init_inputs(b)),
-                               jax.random.key(0), example)
-    return strip_boxes(variables["params"])

@@ -5,23 +5,30 @@
     params = from_hf(hf_model.state_dict(), model)                # in-memory (v5) or on-disk names
 
 The encoder is a vitjax ViT (class token, fixed sin-cos positions), so ``encoder_params(params)``
-with ``encoder_model(model)`` goes through ``vitjax.export.vit`` to timm or HF ViT unchanged. The
-decoder's blocks are ViT blocks too: HF stores them as ``decoder.decoder_encoder.layer.{i}.*`` on disk
-(``decoder.decoder_layers.{i}.*`` in transformers v5 memory).
+with ``encoder_model(model)`` goes through ``vitjax.interop.vit`` to timm or HF ViT unchanged
+(``encoder_to_timm`` / ``encoder_to_hf``). The decoder's blocks are ViT blocks too: HF stores them as
+``decoder.decoder_encoder.layer.{i}.*`` on disk (``decoder.decoder_layers.{i}.*`` in transformers v5
+memory).
+
+Registered converters (``vitjax.interop.registry``): ``(MAE, "hf")`` the whole model, both ways;
+``(MAE, "timm")`` and ``(MAE, "hf_encoder")`` (``--encoder_only``) the encoder as a ViT, export only.
 """
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from vitjax.export import vit as vx
+from vitjax.interop import vit as vx
+from vitjax.interop.registry import register_converter
+from vitjax.interop.state_dict import export_shapes, f32, flat_params, need, params_tree, unwrap_state_dict
 from vitjax.models.mae import MAE
 from vitjax.models.vit import ViT
 
 
 def encoder_model(model: MAE, num_classes: int = 0) -> ViT:
+    """The MAE's encoder as a ViT (class token, fixed sin-cos positions; no head by default)."""
     return ViT(**dict(model.encoder_config(), num_classes=num_classes))
 
 
@@ -37,20 +44,20 @@ def encoder_params(params) -> dict:
 def to_hf(params, model: MAE) -> dict[str, np.ndarray]:
     """vitjax MAE params -> ``ViTMAEForPreTraining`` state dict with on-disk names."""
     out = vx.to_hf(encoder_params(params), encoder_model(model))          # vit.* (no head)
-    f = vx._flat_params(params)
+    f = flat_params(params)
     Dd = model.decoder_width
-    out["decoder.mask_token"] = vx._need(f, "mask_token")
+    out["decoder.mask_token"] = need(f, "mask_token")
     out["decoder.decoder_pos_embed"] = model.decoder_pos_table()[None]
-    out["decoder.decoder_embed.weight"] = vx._need(f, "decoder_embed/kernel").T
+    out["decoder.decoder_embed.weight"] = need(f, "decoder_embed/kernel").T
     out["decoder.decoder_embed.bias"] = f["decoder_embed/bias"]
     for i in range(model.decoder_depth):
         out.update(vx.hf_block_to(f, f"decoder/block{i}/", f"decoder.decoder_encoder.layer.{i}.", Dd,
                                   model.qkv_bias))
-    out["decoder.decoder_norm.weight"] = vx._need(f, "decoder_norm/scale")
+    out["decoder.decoder_norm.weight"] = need(f, "decoder_norm/scale")
     out["decoder.decoder_norm.bias"] = f["decoder_norm/bias"]
-    out["decoder.decoder_pred.weight"] = vx._need(f, "decoder_pred/kernel").T
+    out["decoder.decoder_pred.weight"] = need(f, "decoder_pred/kernel").T
     out["decoder.decoder_pred.bias"] = f["decoder_pred/bias"]
-    return {k: vx._c(v) for k, v in out.items()}
+    return {k: f32(v) for k, v in out.items()}
 
 
 def hf_config(model: MAE) -> dict:
@@ -74,14 +81,14 @@ def _normalise_decoder(key: str) -> str:
     m = _DEC_LAYER.match(key)
     if not m:
         return key
-    _, body = vx._hf_normalise({f"layers.{m.group(1)}.{m.group(2)}": None})
+    _, body = vx.hf_normalise({f"layers.{m.group(1)}.{m.group(2)}": None})
     (new,) = body
     return "decoder.decoder_" + new          # encoder.layer.{i}... -> decoder.decoder_encoder.layer.{i}...
 
 
 def from_hf(state_dict, model: MAE) -> dict:
     """``ViTMAEForPreTraining`` state dict -> vitjax MAE params (numpy tree)."""
-    sd = vx._unwrap_state_dict(state_dict)
+    sd = unwrap_state_dict(state_dict)
     enc = {k: v for k, v in sd.items() if k.startswith("vit.")}
     dec = {_normalise_decoder(k): v for k, v in sd.items() if k.startswith("decoder.")}
     other = sorted(k for k in sd if not k.startswith(("vit.", "decoder.")))
@@ -90,7 +97,7 @@ def from_hf(state_dict, model: MAE) -> dict:
                          f"'decoder.*' keys, other keys {other[:5]}")
     params = {"encoder": vx.from_hf(enc, encoder_model(model))}
     Dd, Hd = model.decoder_width, model.decoder_heads
-    expected = {k: v.shape for k, v in to_hf(_zeros_like_params(model), model).items() if k.startswith("decoder.")}
+    expected = {k: v for k, v in export_shapes(to_hf, model).items() if k.startswith("decoder.")}
     for k, shape in expected.items():
         if k not in dec:
             raise ValueError(f"the checkpoint lacks '{k}' (shape {tuple(shape)}) that this MAE "
@@ -116,16 +123,32 @@ def from_hf(state_dict, model: MAE) -> dict:
     for i in range(model.decoder_depth):
         f.update(vx.hf_block_from(dec, f"decoder.decoder_encoder.layer.{i}.", f"decoder/block{i}/", Dd, Hd,
                                   model.qkv_bias))
-    dtype = np.dtype(model.param_dtype)
-    params.update(vx._unflatten({k: np.ascontiguousarray(v, dtype=dtype) for k, v in f.items()}))
+    params.update(params_tree(f, model))
     return params
 
 
-def _zeros_like_params(model: MAE) -> dict:
-    import jax
-    import jax.numpy as jnp
-    from flax.linen import meta
-    s = model.image_size
-    shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0), "masking": jax.random.key(1)},
-                                               jnp.zeros((1, s, s, model.in_channels))))
-    return jax.tree.map(lambda a: np.zeros(a.shape, np.float32), meta.unbox(shapes)["params"])
+def encoder_to_timm(params, model: MAE) -> dict[str, np.ndarray]:
+    """The encoder of MAE ``params`` as a timm ``VisionTransformer`` state dict (num_classes=0)."""
+    return vx.to_timm(encoder_params(params), encoder_model(model))
+
+
+def encoder_timm_config(model: MAE, *, mean: float | Sequence[float] = 0.5,
+                        std: float | Sequence[float] = 0.5) -> dict:
+    """timm config.json of ``encoder_to_timm``'s weights (``mean``/``std``: the run's normalisation)."""
+    return vx.timm_config(encoder_model(model), mean=mean, std=std)
+
+
+def encoder_to_hf(params, model: MAE) -> dict[str, np.ndarray]:
+    """The encoder of MAE ``params`` as a label-less HF ``ViTForImageClassification`` state dict (its
+    Identity classifier's logits are the normalised class token)."""
+    return vx.to_hf(encoder_params(params), encoder_model(model))
+
+
+def encoder_hf_config(model: MAE) -> dict:
+    """HF config.json of ``encoder_to_hf``'s weights."""
+    return vx.hf_config(encoder_model(model))
+
+
+register_converter(MAE, "hf", kind="hf_mae", export=to_hf, config=hf_config, load=from_hf, drop_head=False)
+register_converter(MAE, "hf_encoder", kind="hf", export=encoder_to_hf, config=encoder_hf_config)
+register_converter(MAE, "timm", export=encoder_to_timm, config=encoder_timm_config, takes_normalisation=True)

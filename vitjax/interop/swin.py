@@ -3,8 +3,8 @@
 
 Export::
 
-    from vitjax.export.swin import to_timm, timm_config, to_hf, hf_config
-    from vitjax.export.vit import write_export
+    from vitjax.interop.swin import to_timm, timm_config, to_hf, hf_config
+    from vitjax.interop.state_dict import write_export
     write_export("out/timm", to_timm(params, model), timm_config(model))
     timm.create_model("local-dir:out/timm", pretrained=True)
     write_export("out/hf", to_hf(params, model), hf_config(model))
@@ -42,17 +42,23 @@ norm has the output width.
 timm downsamples at the start of a stage, HF at the end of the previous one: the same module under
 another index. The relative-position index and the shift masks are non-persistent buffers in both
 libraries and constants here: nothing to export.
+
+Registered converters (``vitjax.interop.registry``): ``(Swin, "timm")`` and ``(Swin, "hf")``, both
+ways, told apart on import by ``detect_format``.
 """
 from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Sequence
 
 import numpy as np
 
-from vitjax.export.vit import (_c, _fmt_shape, _inner_mapping, _mean_std, _unflatten, _unwrap_state_dict,
-                               _flat_params, read_state_dict)
+from vitjax.interop.registry import register_converter, register_detector
+from vitjax.interop.state_dict import (channel_values, f32, flat_params, fmt_shape, inner_mapping, need,
+                                       params_tree, read_state_dict, unwrap_state_dict)
+from vitjax.models.swin import Swin
 
 __all__ = ["to_timm", "timm_config", "from_timm", "to_hf", "hf_config", "from_hf", "detect_format",
            "import_pretrained"]
@@ -103,14 +109,11 @@ def _canonical_shapes(model, heads: bool = True) -> dict[str, tuple]:
 
 
 def _need(f, key):
-    if key not in f:
-        raise ValueError(f"vitjax params lack '{key}', which this Swin configuration needs; were the params "
-                         f"made by a model with a different configuration?")
-    return f[key]
+    return need(f, key, "Swin")
 
 
 def _to_canonical(params, model) -> dict[str, np.ndarray]:
-    f = _flat_params(params)
+    f = flat_params(params)
     out = {"patch_embed.proj.weight": _need(f, "patch_embed/kernel").transpose(3, 2, 0, 1),
            "patch_embed.proj.bias": _need(f, "patch_embed/bias"),
            "patch_embed.norm.weight": _need(f, "patch_norm/scale"),
@@ -144,7 +147,7 @@ def _to_canonical(params, model) -> dict[str, np.ndarray]:
     out["norm.weight"], out["norm.bias"] = _need(f, "norm/scale"), f["norm/bias"]
     if model.num_classes > 0:
         out["head.fc.weight"], out["head.fc.bias"] = _need(f, "head/kernel").T, f["head/bias"]
-    return {k: _c(v) for k, v in out.items()}
+    return {k: f32(v) for k, v in out.items()}
 
 
 def _check_canonical(sd, model, *, drop_head: bool, show, fmt: str):
@@ -158,7 +161,7 @@ def _check_canonical(sd, model, *, drop_head: bool, show, fmt: str):
             if k.startswith("head.") and model.num_classes > 0:
                 hint = "; pass drop_head=True to keep the model's own head, or build it with num_classes=0"
             raise ValueError(f"missing key '{show(k)}' in the {fmt} checkpoint (expected shape "
-                             f"{_fmt_shape(shape)}){hint}")
+                             f"{fmt_shape(shape)}){hint}")
         if tuple(sd[k].shape) != tuple(shape):
             hint = ""
             if k.startswith("head."):
@@ -166,11 +169,11 @@ def _check_canonical(sd, model, *, drop_head: bool, show, fmt: str):
                         f"{sd[k].shape[0]} or pass drop_head=True")
             elif k.endswith("relative_position_bias_table"):
                 hint = " (a different window size: build the model with the checkpoint's window_size)"
-            raise ValueError(f"shape mismatch for '{show(k)}': expected {_fmt_shape(shape)} (from the vitjax "
-                             f"model's configuration), got {_fmt_shape(sd[k].shape)}{hint}")
+            raise ValueError(f"shape mismatch for '{show(k)}': expected {fmt_shape(shape)} (from the vitjax "
+                             f"model's configuration), got {fmt_shape(sd[k].shape)}{hint}")
     for k, v in sd.items():
         if k not in expected:
-            raise ValueError(f"unexpected key '{show(k)}' (shape {_fmt_shape(v.shape)}) in the {fmt} checkpoint: "
+            raise ValueError(f"unexpected key '{show(k)}' (shape {fmt_shape(v.shape)}) in the {fmt} checkpoint: "
                              f"the vitjax Swin (depths={tuple(model.depths)}, num_classes={model.num_classes}) "
                              f"has no such parameter")
     return sd
@@ -209,8 +212,7 @@ def _from_canonical(sd, model, drop_head: bool) -> dict:
     f["norm/scale"], f["norm/bias"] = sd["norm.weight"], sd["norm.bias"]
     if not drop_head and model.num_classes > 0:
         f["head/kernel"], f["head/bias"] = sd["head.fc.weight"].T, sd["head.fc.bias"]
-    dtype = np.dtype(model.param_dtype)
-    return _unflatten({k: np.ascontiguousarray(v, dtype=dtype) for k, v in f.items()})
+    return params_tree(f, model)
 
 
 def _needs_padding(model) -> bool:
@@ -271,7 +273,7 @@ def timm_config(model, *, mean: float | Sequence[float] = 0.5, std: float | Sequ
                       global_pool="avg")
     pretrained_cfg = dict(tag="vitjax", custom_load=False, input_size=[c, s, s], fixed_input_size=True,
                           interpolation="bicubic", crop_pct=0.9, crop_mode="center",
-                          mean=_mean_std(mean, c), std=_mean_std(std, c), num_classes=k, pool_size=None,
+                          mean=channel_values(mean, c), std=channel_values(std, c), num_classes=k, pool_size=None,
                           first_conv="patch_embed.proj", classifier="head.fc")
     return dict(architecture=_timm_architecture(model), num_classes=k, num_features=model.num_features,
                 global_pool="avg", model_args=model_args, pretrained_cfg=pretrained_cfg)
@@ -284,8 +286,7 @@ def from_timm(state_dict, model, drop_head: bool = False) -> dict:
     timm's own ``checkpoint_filter_fn`` does; buffers (``relative_position_index``, ``attn_mask``)
     are ignored. Any other missing, unexpected or mis-shaped key raises ValueError naming it.
     """
-    import re
-    sd = {k: v for k, v in _unwrap_state_dict(state_dict).items()
+    sd = {k: v for k, v in unwrap_state_dict(state_dict).items()
           if not k.endswith(("relative_position_index", "attn_mask", "relative_coords_table", "attn.k_bias"))}
     if "layers.0.downsample.reduction.weight" in sd:      # original Swin: downsample at the end of stage s
         sd = {re.sub(r"^layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) + 1}.downsample", k)
@@ -314,7 +315,6 @@ def from_timm(state_dict, model, drop_head: bool = False) -> dict:
 
 def _hf_name(k: str) -> str:
     """canonical (timm-like) name -> HF on-disk name."""
-    import re
     if k.startswith("head.fc."):
         return "classifier." + k[len("head.fc."):]
     k = k.replace("patch_embed.proj.", "embeddings.patch_embeddings.projection.")
@@ -385,7 +385,7 @@ def from_hf(state_dict, model, drop_head: bool = False) -> dict:
     ``embeddings.mask_token`` (masked image modelling only) is dropped.
     """
     sd = {}
-    for k, v in _unwrap_state_dict(state_dict).items():
+    for k, v in unwrap_state_dict(state_dict).items():
         if k.endswith(("relative_position_index", "mask_token")):
             continue
         for a, b in _HF_V5:
@@ -401,7 +401,7 @@ def from_hf(state_dict, model, drop_head: bool = False) -> dict:
 
 def detect_format(state_dict) -> str:
     """``"timm"`` or ``"hf"`` from a Swin state dict's key names."""
-    keys = [str(k) for k in _inner_mapping(state_dict)]
+    keys = [str(k) for k in inner_mapping(state_dict)]
     if any("embeddings.patch_embeddings.projection" in k for k in keys):
         return "hf"
     if any(k.startswith(("patch_embed.", "module.patch_embed.")) for k in keys):
@@ -415,3 +415,8 @@ def import_pretrained(path: str | os.PathLike, model, drop_head: bool = False) -
     """``read_state_dict`` -> ``from_timm`` / ``from_hf`` by the key names."""
     sd = read_state_dict(path)
     return (from_timm if detect_format(sd) == "timm" else from_hf)(sd, model, drop_head=drop_head)
+
+
+register_converter(Swin, "timm", export=to_timm, config=timm_config, load=from_timm, takes_normalisation=True)
+register_converter(Swin, "hf", kind="hf_swin", export=to_hf, config=hf_config, load=from_hf)
+register_detector(Swin, detect_format)

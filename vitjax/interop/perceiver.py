@@ -2,8 +2,8 @@
 
 Export (vitjax -> PyTorch)::
 
-    from vitjax.export.perceiver import to_hf, hf_config
-    from vitjax.export.vit import write_export
+    from vitjax.interop.perceiver import to_hf, hf_config
+    from vitjax.interop.state_dict import write_export
     write_export("out/hf", to_hf(params, model), hf_config(model))
     net = transformers.PerceiverForImageClassificationFourier.from_pretrained("out/hf")
     logits = net(inputs=images_nchw).logits
@@ -37,15 +37,20 @@ Layouts (Dq query width, Dkv input width, H heads, hd = channels / H; HF names u
     decoder_query (1, D)                      decoder.decoder.output_position_encodings.position_embeddings
     decoder/*  (a cross-attend block)         decoder.decoder.decoding_cross_attention.*
     decoder_head/kernel (D, K)                decoder.decoder.final_layer.weight (K, D)
+
+Registered as the ``(Perceiver, "hf")`` converter (``vitjax.interop.registry``), both ways; import
+keeps the checkpoint's head (no ``drop_head``).
 """
 from __future__ import annotations
 
-import functools
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from vitjax.export.vit import _flat_params, _unflatten, _unwrap_state_dict, read_state_dict, write_export
+from vitjax.interop.registry import register_converter
+from vitjax.interop.state_dict import (f32, flat_params, model_shapes, params_tree, read_state_dict,
+                                       unwrap_state_dict, write_export)
+from vitjax.models.perceiver import Perceiver
 
 __all__ = ["check_hf_compatible", "to_hf", "hf_config", "from_hf", "model_kwargs_from_hf_config",
            "import_pretrained", "write_export", "read_state_dict", "HF_NUM_BANDS", "HF_MAX_RESOLUTION"]
@@ -126,14 +131,14 @@ def _layer_names(model) -> list[tuple[str, str, bool]]:
 def to_hf(params, model) -> dict[str, np.ndarray]:
     """vitjax Perceiver IO params -> HF ``PerceiverForImageClassificationFourier`` state dict (fp32 numpy)."""
     check_hf_compatible(model)
-    f = _flat_params(params)
+    f = flat_params(params)
     sd = {"embeddings.latents": f["latents"],
           "decoder.decoder.output_position_encodings.position_embeddings": f["decoder_query"]}
     for src, dst, cross in _layer_names(model):
         sd.update(_attn_to(f, src, dst, cross))
     sd.update({f"decoder.decoder.final_layer.{k}": v
                for k, v in _lin_to(f["decoder_head/kernel"], f["decoder_head/bias"], 1).items()})
-    return {HF_PREFIX + k: np.ascontiguousarray(v, np.float32) for k, v in sd.items()}
+    return {HF_PREFIX + k: f32(v) for k, v in sd.items()}
 
 
 def hf_config(model, *, label_names: Sequence[str] | None = None) -> dict:
@@ -213,30 +218,16 @@ def _attn_from(sd, src: str, dst: str, cross: bool, f_shapes: Mapping[str, tuple
     return out
 
 
-@functools.lru_cache(maxsize=8)
-def _init_shapes(model) -> dict[str, tuple]:
-    """{"a/b/c": shape} of ``model.init``'s params, traced abstractly (no compile)."""
-    import jax
-    import jax.numpy as jnp
-    from flax.linen import meta
-
-    from vitjax.export.vit import _flat_params_shapes
-    s = model.image_size
-    abstract = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
-                              jax.ShapeDtypeStruct((1, s, s, model.in_channels), jnp.float32))
-    return _flat_params_shapes(meta.unbox(abstract)["params"])
-
-
 def from_hf(state_dict, model) -> dict:
     """HF ``PerceiverForImageClassificationFourier`` state dict -> vitjax params (numpy, param_dtype).
 
     Every HF tensor must be used and every vitjax parameter filled with its exact shape; otherwise a
     ValueError names the offending keys."""
     check_hf_compatible(model)
-    raw = _unwrap_state_dict(state_dict)
+    raw = unwrap_state_dict(state_dict)
     original = {(k[len(HF_PREFIX):] if k.startswith(HF_PREFIX) else k): k for k in raw}   # for messages
     sd = {k: np.asarray(raw[o], np.float32) for k, o in original.items()}
-    shapes = _init_shapes(model)
+    shapes = model_shapes(model)
     missing = []
     flat: dict[str, np.ndarray] = {}
     try:
@@ -267,10 +258,13 @@ def from_hf(state_dict, model) -> dict:
         if tuple(flat[k].shape) != tuple(shape):
             raise ValueError(f"shape mismatch for vitjax parameter '{k}': expected {tuple(shape)}, got "
                              f"{tuple(flat[k].shape)}")
-    dtype = np.dtype(model.param_dtype)
-    return _unflatten({k: np.ascontiguousarray(v, dtype=dtype) for k, v in flat.items()})
+    return params_tree(flat, model)
 
 
 def import_pretrained(path, model) -> dict:
     """A folder or file written by ``save_pretrained`` / ``write_export`` -> vitjax params."""
     return from_hf(read_state_dict(path), model)
+
+
+register_converter(Perceiver, "hf", kind="hf_perceiver", export=to_hf, config=hf_config, load=from_hf,
+                   drop_head=False)

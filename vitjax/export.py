@@ -1,0 +1,75 @@
+"""``python -m vitjax.export --workdir DIR --format hf|timm|open_clip --out OUT [--step N] [--encoder_only|--student]``.
+
+Writes ``OUT/model.safetensors`` + ``OUT/config.json`` for the workdir's model:
+
+| model | --format hf | --format timm | other |
+|---|---|---|---|
+| ViT / DeiT | ViTForImageClassification / DeiTForImageClassificationWithTeacher | VisionTransformer | |
+| MAE | ViTMAEForPreTraining (whole model); with --encoder_only the encoder as a label-less ViTForImageClassification (Identity classifier: its logits are the normalised class token) | the encoder as a VisionTransformer (num_classes=0) | |
+| DINO | the backbone as a ViTModel (its own key names: no ``vit.`` prefix, no pooler) | the backbone as a VisionTransformer (num_classes=0; timm's ``.dino`` layout) | |
+| Perceiver IO | PerceiverForImageClassificationFourier | | |
+| Swin (v1/v2) | SwinForImageClassification (v1) | SwinTransformer / SwinTransformerV2 | |
+| PVT v2 | | PyramidVisionTransformerV2 | |
+| CLIP | CLIPModel | | --format open_clip: open_clip state dict + model config |
+
+DINO exports the EMA teacher's backbone (the paper evaluates and releases the teacher); ``--student``
+exports the student's. The projection head is not exported (neither timm nor HF has one). For
+every model the input normalisation written to timm's config (``pretrained_cfg`` mean/std) is the
+run's: its eval ops' ``normalize`` (0.5/0.5 when it has none).
+
+The exact loading call is printed at the end. Each (model, format) pair is a converter registered by
+its family module (``vitjax.interop.registry``); this module only reads the workdir and writes.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import jax
+import numpy as np
+
+from vitjax.interop.registry import exporter
+from vitjax.interop.state_dict import load_snippet
+from vitjax.models.dino import DINO
+from vitjax.training.workdir import load_workdir, weights_for, workdir_model
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vitjax.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", required=True, help="a vitjax training workdir")
+    p.add_argument("--format", required=True, choices=("hf", "timm", "open_clip"))
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--encoder_only", action="store_true", help="MAE: export only the encoder (a ViT backbone)")
+    p.add_argument("--student", action="store_true",
+                   help="DINO: export the student's backbone (default: the EMA teacher's, as the paper)")
+    args = p.parse_args(argv)
+
+    _, model = workdir_model(args.workdir)
+    is_dino = isinstance(model, DINO)
+    try:
+        weights = weights_for(model, args.student, args.workdir)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    config, model, params = load_workdir(args.workdir, args.step, weights=weights)
+    params = jax.tree.map(np.asarray, params)
+    try:
+        export = exporter(model, args.format, args.encoder_only, config)
+        state, cfg = export.state_dict(params), export.config()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    export.writer.write_export(args.out, state, cfg)
+    n = sum(int(np.prod(v.shape)) for v in state.values())
+    what = f" of the DINO {'student' if args.student else 'teacher'}'s backbone" if is_dino else ""
+    print(f"wrote {os.path.join(args.out, 'model.safetensors')} ({len(state)} tensors, {n / 1e6:.2f}M "
+          f"values{what}) and config.json")
+    print(f"load with: {load_snippet(export.kind, args.out, cfg)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

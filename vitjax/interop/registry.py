@@ -1,0 +1,203 @@
+"""The converter table: which PyTorch formats each model family exports to and imports from.
+
+Every family module under ``vitjax.interop`` registers one ``Converter`` per (model class, format)::
+
+    register_converter(ViT, "timm", kind="timm", export=to_timm, config=timm_config, load=from_timm,
+                       takes_normalisation=True)
+    register_detector(ViT, detect_format)           # state dict -> "timm" | "hf", for import_weights
+
+and everything else looks converters up instead of dispatching by hand:
+
+    export = exporter(model, "timm")                # python -m vitjax.export
+    state, cfg = export.state_dict(params), export.config()
+    params = import_weights("model.safetensors", model, drop_head=True)   # init-from-weights
+
+Formats are the CLI's names ("timm", "hf", "open_clip"); a variant that exports only an encoder
+is the format plus ``_encoder`` ("hf_encoder": MAE's encoder as an HF ViT), chosen by
+``--encoder_only``. Lookup walks the model class's MRO, so a subclass (``ClipImageTower`` is a
+``ViT``) converts like its base. Importing ``vitjax.interop`` registers every family.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from types import ModuleType
+from typing import Any, Callable, NamedTuple
+
+from vitjax.interop import state_dict as state_dict_lib
+from vitjax.registry import Registry
+
+__all__ = ["CONVERTERS", "DETECTORS", "Converter", "register_converter", "register_detector", "converter",
+           "formats", "Export", "exporter", "run_normalisation", "import_state_dict", "import_weights"]
+
+CONVERTERS: Registry["Converter"] = Registry("converter")
+DETECTORS: Registry[Callable] = Registry("format detector")
+
+
+@dataclasses.dataclass(frozen=True)
+class Converter:
+    """One model family <-> one PyTorch format.
+
+    Attributes:
+      model: the vitjax model class (subclasses use it too).
+      format: the format's CLI name ("timm", "hf", "open_clip", "hf_encoder").
+      kind: what an export folder holds, which picks the printed load line
+        (``state_dict.load_snippet``): "timm", "open_clip", "hf_vitmodel", or an "hf_*" kind loaded
+        by its config's ``architectures``.
+      export: ``(params, model) -> {torch name: float32 numpy}``, or None (import only).
+      config: ``(model, **normalisation) -> config.json dict``; normalisation (``mean``, ``std``)
+        is passed only when ``takes_normalisation``.
+      load: ``(state_dict, model, drop_head=False) -> params`` (numpy tree), or None (export only).
+      drop_head: whether ``load`` can leave out the classifier head (``drop_head=True``).
+      takes_normalisation: whether ``config`` records the run's input normalisation (timm's
+        ``pretrained_cfg`` mean/std).
+    """
+    model: type
+    format: str
+    kind: str
+    export: Callable[[Any, Any], dict] | None = None
+    config: Callable[..., dict] | None = None
+    load: Callable[..., dict] | None = None
+    drop_head: bool = True
+    takes_normalisation: bool = False
+
+    def __post_init__(self):
+        # Registry's duplicate-name error names an entry by __module__ / __qualname__: name the
+        # family functions this converter wraps, not this class.
+        fn = self.export or self.load
+        object.__setattr__(self, "__module__", getattr(fn, "__module__", type(self).__module__))
+        parts = [getattr(f, "__qualname__", "?") for f in (self.export, self.load) if f is not None]
+        object.__setattr__(self, "__qualname__", "/".join(parts) or "Converter")
+
+
+def register_converter(model: type, fmt: str, *, kind: str | None = None, export=None, config=None,
+                       load=None, drop_head: bool = True, takes_normalisation: bool = False) -> Converter:
+    """Adds the ``Converter`` for (``model``, ``fmt``) (``kind`` defaults to ``fmt``); a second one for
+    the same pair is a ValueError naming both."""
+    conv = Converter(model, fmt, kind or fmt, export, config, load, drop_head, takes_normalisation)
+    return CONVERTERS.register((model, fmt), conv)
+
+
+def register_detector(model: type, detect: Callable[[dict], str]) -> Callable:
+    """``detect(state_dict) -> format`` tells a family's import formats apart by key names (raising
+    ValueError when it cannot); a family that imports one format needs none."""
+    return DETECTORS.register(model, detect)
+
+
+def _mro(model) -> tuple[type, ...]:
+    return (model if isinstance(model, type) else type(model)).__mro__
+
+
+def _name(model) -> str:
+    return (model if isinstance(model, type) else type(model)).__name__
+
+
+def _converters(model) -> dict[str, Converter]:
+    """{format: Converter} of ``model`` (a model or its class), the nearest class's first."""
+    found: dict[str, Converter] = {}
+    for cls in _mro(model):
+        for key, conv in CONVERTERS.items():
+            if key[0] is cls:
+                found.setdefault(key[1], conv)
+    return found
+
+
+def formats(model) -> list[str]:
+    """The formats ``model`` (a model or its class) converts to or from, sorted."""
+    return sorted(_converters(model))
+
+
+def converter(model, fmt: str) -> Converter:
+    """The ``Converter`` of ``model`` (a model or its class) for ``fmt``; ValueError listing the
+    formats that model has."""
+    conv = _converters(model).get(fmt)
+    if conv is None:
+        raise ValueError(f"a {_name(model)} has no {fmt!r} converter; it has: {formats(model)}")
+    return conv
+
+
+# ---------------------------------------------------------------------------------------------- export
+
+
+class Export(NamedTuple):
+    """What ``python -m vitjax.export`` runs for one model and format."""
+    state_dict: Callable[[Any], dict]       # params -> {torch name: float32 numpy}
+    config: Callable[[], dict]              # -> config.json
+    writer: ModuleType                      # its write_export(out_dir, state_dict, config) writes the folder
+    kind: str                               # picks the printed load line (state_dict.load_snippet)
+
+
+def run_normalisation(config) -> dict:
+    """mean/std of the run's ``normalize`` eval op (vitjax's default 0.5/0.5 without one)."""
+    ops = (config.input.get("eval_ops") or []) if config is not None else []
+    for op in ops:
+        if op.get("op") == "normalize":
+            return dict(mean=op.get("mean", 0.5), std=op.get("std", 0.5))
+    return dict(mean=0.5, std=0.5)
+
+
+def _cli_format(fmt: str) -> str:
+    return f"{fmt[:-len('_encoder')]} --encoder_only" if fmt.endswith("_encoder") else fmt
+
+
+def exporter(model, fmt: str, encoder_only: bool = False, config=None) -> Export:
+    """The export of ``model`` as ``--format fmt`` (``encoder_only``: the ``{fmt}_encoder`` variant
+    where the family has one). ``config``: the run's config, whose eval ``normalize`` op timm
+    configs record. An unsupported pair is a ValueError listing the model's export formats."""
+    convs = {f: c for f, c in _converters(model).items() if c.export is not None}
+    conv = convs.get(f"{fmt}_encoder") if encoder_only else None
+    conv = conv or convs.get(fmt)
+    if conv is None:
+        supported = ", ".join(_cli_format(f) for f in sorted(convs)) or "none"
+        raise ValueError(f"a {_name(model)} cannot be exported as --format {fmt}; see python -m vitjax.export "
+                         f"--help for what each model supports (a {_name(model)} exports as: {supported})")
+    norm = run_normalisation(config) if conv.takes_normalisation else {}
+    return Export(lambda params: conv.export(params, model), lambda: conv.config(model, **norm),
+                  state_dict_lib, conv.kind)
+
+
+# ---------------------------------------------------------------------------------------------- import
+
+
+def _importers(model) -> dict[str, Converter]:
+    return {f: c for f, c in _converters(model).items() if c.load is not None}
+
+
+def _drop_head_error(model) -> ValueError:
+    return ValueError(f"config.init.drop_head is not supported for {_name(model)} weights yet; import "
+                      f"a checkpoint with the same number of classes")
+
+
+def import_state_dict(state_dict: dict, model, drop_head: bool = False) -> dict:
+    """A PyTorch state dict ({name: array}) -> params of ``model`` (the inner ``params`` tree, host
+    numpy): the format is told by the family's detector (the one format it imports, without one),
+    then that format's converter loads it. ``drop_head`` leaves the classifier head out."""
+    importers = _importers(model)
+    if not importers:
+        raise ValueError(f"a {_name(model)} cannot import PyTorch weights; the models that can: "
+                         f"{sorted({k[0].__name__ for k, c in CONVERTERS.items() if c.load is not None})}")
+    detect = next((DETECTORS.get(cls) for cls in _mro(model) if cls in DETECTORS), None)
+    if detect is not None:
+        fmt = detect(state_dict)
+    elif len(importers) == 1:
+        (fmt,) = importers
+    else:
+        raise ValueError(f"a {_name(model)} imports {sorted(importers)} but registers no format detector")
+    conv = converter(model, fmt)
+    if conv.load is None:
+        raise ValueError(f"a {_name(model)} cannot import {fmt!r} weights; it imports: {sorted(importers)}")
+    if not conv.drop_head:
+        if drop_head:
+            raise _drop_head_error(model)
+        return conv.load(state_dict, model)
+    return conv.load(state_dict, model, drop_head=drop_head)
+
+
+def import_weights(path: str | os.PathLike, model, drop_head: bool = False) -> dict:
+    """A PyTorch checkpoint (``.safetensors`` / ``.bin`` / ``.pt`` / ``.pth`` file or a hub folder) ->
+    params of ``model`` (``read_state_dict``, then ``import_state_dict``). ``drop_head`` for a family
+    that cannot drop its head (Perceiver) is a ValueError before anything is read."""
+    importers = _importers(model)
+    if drop_head and importers and not any(c.drop_head for c in importers.values()):
+        raise _drop_head_error(model)
+    return import_state_dict(state_dict_lib.read_state_dict(path), model, drop_head=drop_head)

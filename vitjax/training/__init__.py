@@ -1,0 +1,1 @@
+"""Training: the loop (``trainer``), its state, optimizer, checkpoints, workdirs and metric logs."""
