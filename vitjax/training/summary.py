@@ -17,7 +17,7 @@ class RunSummary(Mapping):
 
     Attributes:
       final_metrics: the last evaluation, ``{"eval/loss": ..., "eval/top1": ...}`` ({} when the
-        run has no eval data or was preempted before its end).
+        run has no eval data, diverged, or was preempted before its end).
       status: "finished", "preempted" (SIGTERM: a checkpoint was saved and the loop stopped) or
         "diverged" (attached as ``NonFiniteError.summary``: the loss or gradient became NaN/Inf).
       step: the step the run stopped at; total_steps, steps_per_epoch, batch_size: the schedule.

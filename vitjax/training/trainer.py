@@ -335,7 +335,7 @@ class Trainer:
                 consume(pending)
         except NonFiniteError as err:   # the summary of the run up to the last finite step (a sweep records it)
             self.state = state
-            err.summary = self._summary(state, final_eval, done, False, status="diverged")
+            err.summary = self._summary(state, {}, done, False, status="diverged")   # no final eval
             raise
         finally:
             preemption.restore()
