@@ -161,13 +161,3 @@ def host_local_to_global(local: Any, mesh: Mesh, rules) -> Any:
         return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), x)
 
     return jax.tree.map(one, local)
-
-
-def describe(shardings: Any, values: Any) -> list[str]:
-    """Human-readable ``path: shape -> spec`` lines, used by the train log and the dry run."""
-    lines = []
-    flat_s = jax.tree_util.tree_flatten_with_path(shardings)[0]
-    flat_v = jax.tree.leaves(values)
-    for (path, s), v in zip(flat_s, flat_v):
-        lines.append(f"{jax.tree_util.keystr(path)}: {tuple(v.shape)} -> {s.spec}")
-    return lines
