@@ -29,10 +29,13 @@ EXTRAS = {
     # NVIDIA GPUs: the CUDA plugin matching the jax version (CUDA 12 wheels bundled).
     "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
     "tpu": ["jax[tpu]>=0.10.2,<0.11"],
-    # PyTorch side of export/import and the parity tests. On a CPU-only machine install with
-    # `-c constraints.txt` so pip takes torch's CPU build instead of CUDA wheels.
+    # PyTorch side of export/import and the parity tests. torch and torchvision are pinned as a
+    # matching pair: timm, open_clip and transformers' vision models import torchvision, and a
+    # torchvision built for another torch fails with "operator torchvision::nms does not exist".
+    # `-c constraints.txt` pins the exact pair the tests ran with (README "Set up").
     "torch": [
-        "torch>=2.13.0,<2.14",
+        "torch>=2.14.1,<2.15",
+        "torchvision>=0.29.1,<0.30",   # the build matching torch; timm/open_clip/transformers import it
         "transformers>=5.23.0,<5.24",   # v5 renames keys between minors: pinned to the tested minor
         "timm>=1.0.31,<1.1",
         "open-clip-torch>=3.3.0,<3.4",

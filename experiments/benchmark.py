@@ -85,8 +85,6 @@ def bench_timm(name: str, batch: int, dtype: str, steps: int, warmup: int, compi
     from vitjax.interop.vit import timm_config
     from vitjax.training.flops import vit_train_flops
 
-    from torch_compat import fix_cpu_torchvision
-    fix_cpu_torchvision()   # the CUDA-only torchvision wheel needs it next to CPU torch
     import timm
 
     model_j = vitjax.create_model(name, num_classes=1000, **(overrides or {}))

@@ -1,4 +1,4 @@
-"""Test-session setup: 8 simulated CPU devices, offline hubs, and CPU-torch compatibility.
+"""Test-session setup: 8 simulated CPU devices and offline hubs.
 
 Must run before jax initialises its backend, so it lives in conftest (imported first by pytest).
 """
@@ -12,11 +12,6 @@ import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_default_matmul_precision", "highest")
-
-
-from torch_compat import fix_cpu_torchvision  # noqa: E402
-
-fix_cpu_torchvision()
 
 
 import pathlib  # noqa: E402
