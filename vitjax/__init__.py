@@ -15,6 +15,7 @@ _EXPORTS = {
     "create_model": "vitjax.models",
     "list_models": "vitjax.models",
     "load": "vitjax.training.workdir",
+    "predict": "vitjax.predict",
 }
 
 __all__ = sorted(_EXPORTS)

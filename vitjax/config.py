@@ -1,8 +1,10 @@
 """Config files (``get_config()`` -> ml_collections.ConfigDict), command-line overrides, validation.
 
 A config file is a Python file with ``get_config(arg=None)``; ``--config path.py:arg`` passes ``arg``.
-Overrides are ``--config.a.b=value`` (or ``--config.a.b value``); an unknown key is an error that lists
-the nearest valid keys, and a value is converted to the type the key already has.
+Loading merges the table of optional keys (``vitjax.config_defaults.OPTIONAL``) under the config, so
+every documented key can be overridden on every config. Overrides are ``--config.a.b=value`` (or
+``--config.a.b value``); an unknown key is an error that lists the nearest valid keys, and a value is
+converted to the type the key already has.
 """
 from __future__ import annotations
 
@@ -10,10 +12,17 @@ import ast
 import difflib
 import importlib.util
 import json
+import logging
+import math
 import os
+import shutil
 from typing import Any, Sequence
 
 import ml_collections
+
+from vitjax import config_defaults
+
+log = logging.getLogger("vitjax")
 
 
 class ConfigError(ValueError):
@@ -39,6 +48,26 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
     config = module.get_config(arg) if arg else module.get_config()
     if not isinstance(config, ml_collections.ConfigDict):
         config = ml_collections.ConfigDict(config)
+    return merge_defaults(config)
+
+
+def merge_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Adds the optional keys of ``config_defaults.OPTIONAL`` that ``config`` lacks (in place; the
+    config's own values win). Only training configs (with a ``model`` section) get them: a sweep
+    config is left alone. A section set to None stays None."""
+    if "model" not in config:
+        return config
+    with config.unlocked():
+        for section, table in config_defaults.OPTIONAL.items():
+            if section not in config:
+                config[section] = ml_collections.ConfigDict()
+            node = config[section]
+            if not isinstance(node, ml_collections.ConfigDict):
+                continue
+            with node.unlocked():
+                for key, (value, _) in table.items():
+                    if key not in node:
+                        node[key] = value
     return config
 
 
@@ -106,7 +135,9 @@ def set_key(config: ml_collections.ConfigDict, key: str, text: str) -> None:
 
 
 def apply_overrides(config: ml_collections.ConfigDict, args: Sequence[str]) -> ml_collections.ConfigDict:
-    """Applies ``--config.a.b=v`` / ``--config.a.b v`` arguments in order."""
+    """Applies ``--config.a.b=v`` / ``--config.a.b v`` arguments in order, then checks that a model
+    variant is not shadowed by shape keys set next to it (``check_variant``: the command line and
+    config files; code that builds a config may still shrink a variant on purpose, e.g. depth=2)."""
     args = list(args)
     i = 0
     while i < len(args):
@@ -123,7 +154,35 @@ def apply_overrides(config: ml_collections.ConfigDict, args: Sequence[str]) -> m
             key, text = body, args[i + 1]
             i += 2
         set_key(config, key, text)
+    check_variant(config)
     return config
+
+
+# The shape keys a ViT-family variant "SIZE/PATCH" fixes (vitjax.models.vit.decode_variant; Swin's
+# variant fixes num_heads too). patch_size only when the variant names a patch.
+VARIANT_KEYS = ("width", "depth", "num_heads", "mlp_dim")
+
+
+def check_variant(config: ml_collections.ConfigDict) -> None:
+    """A ConfigError when ``model.variant`` is set together with keys it defines (the explicit keys
+    would silently win, e.g. ``--config.model.variant=S/16`` on a config with width/depth). Those keys
+    set to None next to a variant are removed, so that the variant decides them."""
+    m = config.get("model")
+    variant = m.get("variant") if m is not None else None
+    if not variant:
+        return
+    keys = VARIANT_KEYS + (("patch_size",) if "/" in str(variant) else ())
+    with m.unlocked():
+        for k in keys:
+            if k in m and m[k] is None:
+                del m[k]
+    clash = [k for k in keys if m.get(k) is not None]
+    if clash:
+        names = ", ".join(f"model.{k}={m[k]!r}" for k in clash)
+        drop = " ".join(f"--config.model.{k}=None" for k in clash)
+        raise ConfigError(f"model.variant={variant!r} defines {', '.join(clash)}, but the config also sets "
+                          f"{names}, which would silently override it; unset them ({drop}) to use the "
+                          f"variant, or set --config.model.variant=None to keep them")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -143,6 +202,55 @@ def validate(config: ml_collections.ConfigDict) -> None:
     b = config.input.get("batch_size", 0)
     if b <= 0:
         raise ConfigError(f"input.batch_size must be positive, got {b}")
+    if config.get("optim") is not None:
+        check_optim(config.optim)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_optim(o: ml_collections.ConfigDict) -> None:
+    """Optimizer numbers that would train silently wrong (a negative lr ascends the loss)."""
+    lr = o.get("lr")
+    if not _number(lr) or lr < 0:
+        raise ConfigError(f"optim.lr={lr!r} must be a positive number (it is the peak learning rate); "
+                          f"set e.g. --config.optim.lr=1e-3")
+    if lr == 0:
+        log.warning("optim.lr=0: the parameters will not change; set a positive --config.optim.lr to train")
+    def get(key):
+        return config_defaults.get(o, "optim", key)
+
+    for key, low, high, fix in (("b1", 0.0, 1.0, "0.9"), ("b2", 0.0, 1.0, "0.999"),
+                                ("momentum", 0.0, 1.0, "0.9"), ("warmup_fraction", 0.0, 1.0, "0.1")):
+        v = get(key)
+        if v is not None and not (_number(v) and low <= v < high):
+            raise ConfigError(f"optim.{key}={v!r} must be in [{low:g}, {high:g}); set e.g. "
+                              f"--config.optim.{key}={fix}")
+    for key in ("weight_decay", "weight_decay_end", "clip_norm", "end_lr_ratio", "warmup_steps",
+                "warmup_epochs"):
+        v = get(key)
+        if v is not None and not (_number(v) and v >= 0):
+            raise ConfigError(f"optim.{key}={v!r} must be a number >= 0; set e.g. --config.optim.{key}=0")
+    eps = get("eps")
+    if eps is not None and not (_number(eps) and eps > 0):
+        raise ConfigError(f"optim.eps={eps!r} must be positive; set e.g. --config.optim.eps=1e-8 (or None for "
+                          f"the optimizer's default)")
+    warmup_setting(o)
+
+
+WARMUP_KEYS = ("warmup_steps", "warmup_epochs", "warmup_fraction")
+
+
+def warmup_setting(o) -> tuple[str | None, float]:
+    """The one warmup key of ``optim`` that is set (not None and not 0) and its value, or (None, 0);
+    a ConfigError naming both when two are set."""
+    chosen = [(k, o[k]) for k in WARMUP_KEYS if k in o and o[k] is not None and o[k] != 0]
+    if len(chosen) > 1:
+        (k1, v1), (k2, v2) = chosen[:2]
+        raise ConfigError(f"optim.{k1}={v1!r} and optim.{k2}={v2!r} both set the warmup; set only one "
+                          f"(e.g. --config.optim.{k1}=0 to use optim.{k2})")
+    return chosen[0] if chosen else (None, 0)
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:
@@ -151,3 +259,39 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 
 def from_json(text: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.loads(text))
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict) and tree:
+        out = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def config_changes(old: ml_collections.ConfigDict, new: ml_collections.ConfigDict) -> dict[str, tuple]:
+    """``{key: (old value, new value)}`` for every leaf key that differs (``"(unset)"`` when absent);
+    both sides get the optional-key defaults first, so a key that only gained its default is no change."""
+    a, b = (_flatten(json.loads(to_json(merge_defaults(from_json(to_json(c)))))) for c in (old, new))
+    unset = "(unset)"
+    return {k: (a.get(k, unset), b.get(k, unset)) for k in sorted(set(a) | set(b))
+            if a.get(k, unset) != b.get(k, unset)}
+
+
+def write_run_config(workdir: str, config: ml_collections.ConfigDict, resumed_step: int | None = None) -> None:
+    """Writes ``workdir/config.json``. On a resume (``resumed_step``) whose config differs from the one
+    there, logs the changed keys (old -> new) and keeps the previous file as ``config.<step>.json``."""
+    path = os.path.join(workdir, "config.json")
+    if resumed_step is not None and os.path.isfile(path):
+        with open(path) as fh:
+            old = from_json(fh.read())
+        changes = config_changes(old, config)
+        if changes:
+            kept = os.path.join(workdir, f"config.{resumed_step}.json")
+            shutil.copyfile(path, kept)
+            listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+            log.warning("resuming at step %d with a changed config (%s); the previous config is kept as %s "
+                        "(rerun with the old values to continue the original run)", resumed_step, listed, kept)
+    with open(path, "w") as fh:
+        fh.write(to_json(config))

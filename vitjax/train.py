@@ -1,7 +1,10 @@
 """Command line: ``python -m vitjax.train --config configs/vit_digits.py --workdir /tmp/run``.
 
 Any config key can be overridden: ``--config.train.num_epochs=10 --config.mesh.fsdp=4``. Rerunning
-with the same ``--workdir`` resumes from its latest checkpoint.
+with the same ``--workdir`` resumes from its latest intact checkpoint. One run at a time per workdir
+(``<workdir>/run.lock``). SIGTERM stops at a step boundary after a checkpoint (exit 0); Ctrl-C does
+the same and exits 130, a second Ctrl-C stops at once. Mistakes found at start-up (config, dataset,
+workdir in use, ``config.init.path``, damaged checkpoints) are one ``error:`` line and exit 2.
 """
 from __future__ import annotations
 
@@ -16,8 +19,12 @@ from absl import flags
 
 from vitjax import config as config_lib
 from vitjax.data.sources import DatasetNotPreparedError
+from vitjax.training.checkpoint import CheckpointDamagedError, CheckpointMismatchError
 from vitjax.training.dry_run import format_dry_run
 from vitjax.training.trainer import Trainer
+
+INTERRUPTED = ("vitjax: interrupted (Ctrl-C) without saving; rerun the same command to resume from the "
+               "last checkpoint")
 
 
 def parse_args(argv=None):
@@ -86,12 +93,22 @@ def main(argv=None) -> int:
     except (config_lib.ConfigError, DatasetNotPreparedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     if args.dry_run:
         print(format_dry_run(trainer.dry_run()))
         return 0
-    result = trainer.train()
+    try:
+        result = trainer.train()
+    except (config_lib.ConfigError, CheckpointDamagedError, CheckpointMismatchError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     if trainer.preempted_at is not None:
-        return 0
+        return 130 if trainer.stop_signal == "SIGINT" else 0
     if result:
         print("final: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.items())))
     return 0

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 from flax import linen as nn
 
+from vitjax import config_defaults
 from vitjax import sharding as sh
 from vitjax.data import eval_batches
 
@@ -86,8 +87,8 @@ class BatchRunner:
         inp = self.input_cfg
         for local in eval_batches(source, ops, batch_size or self.eval_batch_size,
                                   process_index=jax.process_index(), process_count=jax.process_count(),
-                                  num_threads=inp.get("num_threads", 2),
-                                  max_bad_fraction=inp.get("max_bad_fraction", 0.01)):
+                                  num_threads=config_defaults.get(inp, "input", "num_threads"),
+                                  max_bad_fraction=config_defaults.get(inp, "input", "max_bad_fraction")):
             yield sh.host_local_to_global(local, self.mesh, self.rules)
 
     def map_batches(self, name: str, fn, params, source, ops=None, batch_size: int | None = None,

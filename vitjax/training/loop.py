@@ -1,7 +1,9 @@
 """Pieces of the train loop that are not the step: the window of train metrics between log steps
-(with throughput and MFU), SIGTERM handling for preemptible machines, and the progress bar."""
+(with throughput and MFU), SIGTERM/Ctrl-C handling, the checks a run makes before any work
+(``check_start``), and the progress bar."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -11,6 +13,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
+
+from vitjax.config import ConfigError
 
 
 class MetricWindow:
@@ -59,29 +63,66 @@ class MetricWindow:
 
 
 class Preemption:
-    """SIGTERM (what TPU/cloud preemption sends) -> stop at the next step boundary after a checkpoint.
+    """SIGTERM (what TPU/cloud preemption sends) or Ctrl-C (SIGINT) -> stop at the next step boundary
+    after a checkpoint. A second Ctrl-C raises KeyboardInterrupt at once (no checkpoint).
 
     With several processes the flag is OR-reduced across them each step, so every host stops at the
-    same step (a host that misses the signal still joins the save).
+    same step (a host that misses the signal still joins the save). ``received`` names the signal
+    ("SIGTERM" or "SIGINT") this process got, None if none.
     """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.flag = False
-        self._old = None
+        self.received: str | None = None
+        self._old = {}
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGTERM, self._handle)
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 
     def _handle(self, signum, frame):
+        if signum == signal.SIGINT and self.flag:     # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
         self.flag = True
+        self.received = self.received or signal.Signals(signum).name
 
     def requested(self) -> bool:
         if jax.process_count() == 1:
             return self.flag
         return bool(np.any(multihost_utils.process_allgather(np.array(self.flag))))
 
+    def describe(self) -> str:
+        """How the stop was asked for, for the one-line message."""
+        if self.received == "SIGINT":
+            return "Ctrl-C (SIGINT) received"
+        return f"{self.received or 'SIGTERM'} received" if self.flag else "stop requested on another process"
+
     def restore(self):
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old = {}
+
+
+def check_start(config, batch_size: int, train_examples: int, workdir: str) -> None:
+    """The mistakes that would otherwise fail deep inside a run, as one-line ConfigErrors before any
+    work: a global batch larger than the dataset, and (for a run without checkpoints, the only kind
+    that reads it) a ``config.init.path`` that is not there."""
+    if train_examples < batch_size:
+        raise ConfigError(f"the global batch input.batch_size={batch_size} is larger than the {train_examples} "
+                          f"training examples; set --config.input.batch_size to at most {train_examples} "
+                          f"(or train on a larger dataset)")
+    path = (config.get("init") or {}).get("path")
+    ckpts = os.path.join(workdir, "checkpoints")
+    resuming = os.path.isdir(ckpts) and any(n.isdigit() for n in os.listdir(ckpts))
+    if not path or resuming:
+        return
+    if not os.path.exists(path):
+        raise ConfigError(f"config.init.path={path!r} does not exist; give an existing vitjax workdir or "
+                          f"PyTorch weights file (.safetensors/.bin/.pt/.pth), or unset config.init.path")
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")) and not any(
+            os.path.isfile(os.path.join(path, n)) for n in ("model.safetensors", "pytorch_model.bin")):
+        raise ConfigError(f"config.init.path={path!r} is a folder with neither a vitjax run (config.json, "
+                          f"checkpoints/) nor model.safetensors/pytorch_model.bin; point it at one of those")
 
 
 def progress_bar(total: int, initial: int, enabled: bool):

@@ -1,6 +1,7 @@
 """Optimizers and learning-rate schedules from the ``config.optim`` section (all optax)."""
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, NamedTuple
 
@@ -9,7 +10,13 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from vitjax.config import ConfigError
+from vitjax import config_defaults
+from vitjax.config import ConfigError, warmup_setting
+
+log = logging.getLogger("vitjax")
+
+# A warmup as long as the run (or longer) becomes this fraction of the run, with a warning.
+SHORTENED_WARMUP_FRACTION = 0.1
 
 # Parameter names that get no weight decay: norms, biases, position embeddings and prefix tokens
 # (the usual ViT/DeiT recipe; decaying a LayerNorm scale towards 0 fights the normalisation).
@@ -73,13 +80,51 @@ def scale_by_layer_decay(decay: float) -> optax.GradientTransformation:
     return scale_per_param(lambda updates: layer_decay_scales(updates, decay))
 
 
-def schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-    """Linear warmup to ``lr`` then cosine (or linear / constant) decay to ``lr * end_lr_ratio``."""
-    warmup = int(cfg.get("warmup_steps", 0))
-    if warmup >= total_steps:
-        raise ConfigError(f"optim.warmup_steps={warmup} must be smaller than the {total_steps} training steps")
-    peak, end = cfg.lr, cfg.lr * cfg.get("end_lr_ratio", 0.0)
-    kind = cfg.get("schedule", "cosine")
+def _opt(cfg: ml_collections.ConfigDict, key: str) -> Any:
+    return config_defaults.get(cfg, "optim", key)
+
+
+def warmup_steps(cfg: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int | None = None,
+                 shorten: bool = True) -> int:
+    """The warmup length in steps from the one of ``optim.warmup_steps``, ``warmup_epochs`` (needs
+    ``steps_per_epoch``) or ``warmup_fraction`` (of ``total_steps``) that is set; two set is a
+    ConfigError. A warmup not shorter than the run is cut to ``SHORTENED_WARMUP_FRACTION`` of the run
+    with a logged warning (``shorten=False``: a ConfigError)."""
+    key, value = warmup_setting(cfg)
+    if key is None:
+        return 0
+    if key == "warmup_steps":
+        steps, shown = int(value), f"optim.warmup_steps={value}"
+    elif key == "warmup_epochs":
+        if steps_per_epoch is None:
+            raise ConfigError(f"optim.warmup_epochs={value} needs the epoch length; use optim.warmup_steps "
+                              f"or optim.warmup_fraction here")
+        steps = int(round(float(value) * steps_per_epoch))
+        shown = f"optim.warmup_epochs={value} ({steps} steps)"
+    else:
+        steps = int(round(float(value) * total_steps))
+        shown = f"optim.warmup_fraction={value} ({steps} steps)"
+    if steps < total_steps:
+        return steps
+    if not shorten:
+        raise ConfigError(f"{shown} must be smaller than the {total_steps} training steps")
+    short = int(SHORTENED_WARMUP_FRACTION * total_steps)
+    log.warning("%s is not shorter than the %d training steps; warming up for %d steps (%g%% of the run) "
+                "instead. Set a shorter warmup (e.g. --config.optim.%s=0 --config.optim.warmup_fraction=0.1) "
+                "to choose it", shown, total_steps, short, 100 * SHORTENED_WARMUP_FRACTION, key)
+    return short
+
+
+def schedule(cfg: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int | None = None,
+             warmup: int | None = None) -> optax.Schedule:
+    """Linear warmup to ``lr`` then cosine (or linear / constant) decay to ``lr * end_lr_ratio``.
+    ``warmup`` (steps) defaults to the config's, which must then be shorter than the run
+    (``make_optimizer``, which the trainer uses, shortens it instead)."""
+    if warmup is None:
+        warmup = warmup_steps(cfg, total_steps, steps_per_epoch, shorten=False)
+    peak = cfg.lr
+    end = cfg.lr * _opt(cfg, "end_lr_ratio")
+    kind = _opt(cfg, "schedule")
     decay_steps = total_steps - warmup
     if kind == "cosine":
         decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=end / peak if peak else 0.0)
@@ -135,8 +180,8 @@ def freeze_until(inner: optax.GradientTransformation, until: Any) -> optax.Gradi
 def weight_decay_schedule(cfg: ml_collections.ConfigDict, total_steps: int):
     """``optim.weight_decay``, or with ``optim.weight_decay_end`` set a cosine from the first to the
     second over the whole run (DINO: 0.04 -> 0.4)."""
-    wd = cfg.get("weight_decay", 0.0)
-    end = cfg.get("weight_decay_end", None)
+    wd = _opt(cfg, "weight_decay")
+    end = _opt(cfg, "weight_decay_end")
     if end is None or end == wd:
         return wd
     start = float(wd)
@@ -144,29 +189,35 @@ def weight_decay_schedule(cfg: ml_collections.ConfigDict, total_steps: int):
     return lambda step: end + 0.5 * (start - end) * (1 + jnp.cos(jnp.pi * jnp.minimum(step, total_steps) / total_steps))
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    lr = schedule(cfg, total_steps)
-    name = cfg.get("name", "adamw")
+def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int | None = None,
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The optimizer and learning-rate schedule of ``config.optim`` (keys and defaults:
+    ``vitjax.config_defaults.OPTIONAL["optim"]``); a warmup as long as the run is shortened."""
+    lr = schedule(cfg, total_steps, warmup=warmup_steps(cfg, total_steps, steps_per_epoch))
+    name = _opt(cfg, "name")
     wd = weight_decay_schedule(cfg, total_steps)
-    mu_dtype = cfg.get("mu_dtype", None)
+    mu_dtype = _opt(cfg, "mu_dtype")
+    eps = _opt(cfg, "eps")
+    if eps is None:
+        eps = config_defaults.ADAM_EPS.get(name)
     if name == "adamw":
-        tx = optax.adamw(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), eps=cfg.get("eps", 1e-8),
+        tx = optax.adamw(lr, b1=_opt(cfg, "b1"), b2=_opt(cfg, "b2"), eps=eps,
                          weight_decay=wd, mask=decay_mask, mu_dtype=mu_dtype)
     elif name == "lamb":
-        tx = optax.lamb(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), eps=cfg.get("eps", 1e-6),
+        tx = optax.lamb(lr, b1=_opt(cfg, "b1"), b2=_opt(cfg, "b2"), eps=eps,
                         weight_decay=wd, mask=decay_mask)
     elif name == "sgd":
         tx = optax.chain(optax.add_decayed_weights(wd, mask=decay_mask),
-                         optax.sgd(lr, momentum=cfg.get("momentum", 0.9), nesterov=cfg.get("nesterov", False)))
+                         optax.sgd(lr, momentum=_opt(cfg, "momentum"), nesterov=_opt(cfg, "nesterov")))
     else:
         raise ConfigError(f"optim.name={name!r}; choose adamw, lamb or sgd")
-    decay = cfg.get("layer_decay", None)
+    decay = _opt(cfg, "layer_decay")
     if decay is not None and decay != 1.0:
-        if not 0.0 < decay <= 1.0:
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 < decay <= 1.0:
             raise ConfigError(f"optim.layer_decay={decay} must be in (0, 1] (MAE fine-tuning: 0.65-0.75)")
         tx = optax.chain(tx, scale_by_layer_decay(decay))
-    clip = cfg.get("clip_norm", 0.0)
-    mode = cfg.get("clip_mode", "global")
+    clip = _opt(cfg, "clip_norm")
+    mode = _opt(cfg, "clip_mode")
     if mode not in ("global", "per_param"):
         raise ConfigError(f"optim.clip_mode={mode!r}; choose 'global' (one norm over all gradients) or "
                           f"'per_param' (each tensor on its own, as DINO)")

@@ -25,8 +25,10 @@ import numpy as np
 import optax
 
 from vitjax import config as config_lib
+from vitjax import config_defaults
 from vitjax import sharding as sh
 from vitjax.data import get_source, train_iterator
+from vitjax.data.batch_ops import batch_ops_for_model
 from vitjax.data.sources import get_eval_source
 from vitjax.evals import EvalContext, build_evaluators, run_evaluators
 from vitjax.models import build_model
@@ -38,11 +40,12 @@ from vitjax.training.batches import BatchRunner, mesh_context
 from vitjax.training.checkpoint import Checkpointer
 from vitjax.training.flops import compiled_flops, device_peak_flops
 from vitjax.training.init_weights import init_params
-from vitjax.training.loop import MetricWindow, Preemption, progress_bar
+from vitjax.training.loop import MetricWindow, Preemption, check_start, progress_bar
 from vitjax.training.metrics import MetricWriter
 from vitjax.training.optim import make_optimizer, with_objective_freezing
 from vitjax.training.step import StepFn, TrainState
 from vitjax.training.summary import RunSummary
+from vitjax.training.workdir_lock import lock_workdir
 
 log = logging.getLogger("vitjax")
 
@@ -78,7 +81,7 @@ class Trainer:
         if self.batch_size % split:
             raise config_lib.ConfigError(f"input.batch_size={self.batch_size} is not divisible by the {split} ways "
                                          f"the mesh {dict(self.mesh.shape)} splits the batch")
-        micro = int(config.train.get("micro_batch_size", 0) or 0)
+        micro = int(config_defaults.get(config.train, "train", "micro_batch_size") or 0)
         if micro and (self.batch_size % micro or micro % split):
             raise config_lib.ConfigError(
                 f"train.micro_batch_size={micro} must divide input.batch_size={self.batch_size} and be "
@@ -91,6 +94,15 @@ class Trainer:
         if load_data:
             self.train_source = get_source(**inp.data)
             self.eval_source = get_eval_source(inp.data, inp.get("eval_data"))
+            # Labels beyond the head's logits give a NaN loss deep in the run: refuse them here.
+            n_model = getattr(self.model, "num_classes", None)
+            for what, src in (("training", self.train_source), ("eval", self.eval_source)):
+                n_data = getattr(src, "num_classes", None)
+                if isinstance(n_model, int) and isinstance(n_data, int) and 0 < n_model < n_data:
+                    raise config_lib.ConfigError(
+                        f"model.num_classes={n_model} is smaller than the {n_data} classes of the {what} data "
+                        f"({src!r}): labels >= {n_model} have no logit and the loss would be NaN; set "
+                        f"--config.model.num_classes={n_data}")
         else:   # a dry run: shapes come from the model, the schedule length does not matter
             self.train_source, self.eval_source = range(self.batch_size), None
         tc = config.train
@@ -98,16 +110,17 @@ class Trainer:
         self.total_steps = int(tc.total_steps) if tc.get("total_steps", -1) > 0 \
             else int(math.ceil(tc.num_epochs * self.steps_per_epoch))
         if not load_data:   # the schedule length is unknown without the dataset and irrelevant here
-            self.total_steps = max(self.total_steps, int(config.optim.get("warmup_steps", 0)) + 1)
+            self.total_steps = max(self.total_steps,
+                                   int(config_defaults.get(config.optim, "optim", "warmup_steps") or 0) + 1)
         self.run_info = RunInfo(mesh=self.mesh, rules=self.rules, steps_per_epoch=self.steps_per_epoch,
                                 total_steps=self.total_steps, batch_size=self.batch_size,
                                 eval_batch_size=self.eval_batch_size)
-        self._base_tx, self.lr_fn = make_optimizer(config.optim, self.total_steps)
+        self._base_tx, self.lr_fn = make_optimizer(config.optim, self.total_steps, self.steps_per_epoch)
         self.tx = self._base_tx
-        self.seed = int(tc.get("seed", 0))
+        self.seed = int(config_defaults.get(tc, "train", "seed"))
         # "rbg" draws dropout/drop-path masks much faster than threefry on CPU and TPU (digits demo:
         # 162 vs 319 ms per step), at no cost to quality; "threefry2x32" is jax's default.
-        self.prng_impl = tc.get("prng_impl", "rbg")
+        self.prng_impl = config_defaults.get(tc, "train", "prng_impl")
         self.eval_context = EvalContext(model=self.model, objective=self.objective, config=config,
                                         train_source=self.train_source, eval_source=self.eval_source,
                                         map_batches=self.map_batches)
@@ -229,47 +242,57 @@ class Trainer:
     # ------------------------------------------------------------------------ the loop
     def train(self, eval_loss_per_example: bool = False) -> RunSummary:
         """Trains to ``total_steps`` (resuming from the workdir's latest checkpoint) and returns the
-        run's summary; ``eval_loss_per_example`` adds the final params' per-example eval losses."""
+        run's summary; ``eval_loss_per_example`` adds the final params' per-example eval losses.
+        One run per workdir: ``<workdir>/run.lock`` is held meanwhile (``vitjax.training.workdir_lock``)."""
+        check_start(self.config, self.batch_size, len(self.train_source), self.workdir)
+        lock = lock_workdir(self.workdir)
+        try:
+            return self._train(eval_loss_per_example)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _train(self, eval_loss_per_example: bool) -> RunSummary:
         cfg, tc = self.config, self.config.train
         is_main = jax.process_index() == 0
         os.makedirs(self.workdir, exist_ok=True)
         self.setup_state()
-        ckpt = Checkpointer(self.workdir, keep=int(tc.get("keep_checkpoints", 3)))
+        ckpt = Checkpointer(self.workdir, keep=int(config_defaults.get(tc, "train", "keep_checkpoints")))
         data_it = train_iterator(self.train_source, cfg.input.train_ops, self.batch_size, seed=self.seed,
                                  process_index=jax.process_index(), process_count=jax.process_count(),
-                                 num_threads=cfg.input.get("num_threads", 2),
-                                 num_workers=cfg.input.get("num_workers", 0),
-                                 batch_ops=cfg.input.get("batch_ops"),
-                                 max_bad_fraction=cfg.input.get("max_bad_fraction", 0.01))
-        latest = ckpt.latest_step()
-        if latest is not None:
-            # Refuse, before touching anything, a checkpoint of another model.
-            ckpt.check_params(latest, self.abstract_state.params)
-            state = ckpt.restore(latest, self.abstract_state, data_it)
+                                 num_threads=config_defaults.get(cfg.input, "input", "num_threads"),
+                                 num_workers=config_defaults.get(cfg.input, "input", "num_workers"),
+                                 batch_ops=batch_ops_for_model(cfg.input.get("batch_ops"),
+                                                               cfg.model.get("num_classes")),
+                                 max_bad_fraction=config_defaults.get(cfg.input, "input", "max_bad_fraction"))
+        # Refuses a checkpoint of another model before touching anything; sets damaged steps aside.
+        resumed = ckpt.resume(self.abstract_state, data_it)
+        latest = None if resumed is None else resumed[0]
+        if resumed is not None:
+            state = resumed[1]
             log.info("resumed from %s at step %d", ckpt.directory, latest)
         else:
             state = self.init_state()
             if cfg.get("init") and cfg.init.get("path"):
                 state = state.replace(params=self.load_init_params(state.params))
-        if is_main:
-            with open(os.path.join(self.workdir, "config.json"), "w") as fh:
-                fh.write(config_lib.to_json(cfg))
+        if is_main:   # a resume with a changed config logs the changes and keeps the old file
+            config_lib.write_run_config(self.workdir, cfg, resumed_step=latest)
         start = int(jax.device_get(state.step))
-        writer = MetricWriter(self.workdir, tensorboard=tc.get("tensorboard", True))
+        writer = MetricWriter(self.workdir, tensorboard=config_defaults.get(tc, "train", "tensorboard"))
         n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(self.abstract_state.params))
         if is_main:
             print(f"vitjax: {n_params / 1e6:.2f}M params, mesh {dict(self.mesh.shape)}, "
                   f"global batch {self.batch_size}, {self.total_steps} steps "
                   f"({self.steps_per_epoch} per epoch), workdir {self.workdir}", file=sys.stderr)
 
-        log_every = int(tc.get("log_every_steps", 50))
-        eval_every = int(tc.get("eval_every_steps", 0)) or self.total_steps
-        ckpt_every = int(tc.get("checkpoint_every_steps", 0)) or self.total_steps
+        log_every = int(config_defaults.get(tc, "train", "log_every_steps"))
+        eval_every = int(config_defaults.get(tc, "train", "eval_every_steps")) or self.total_steps
+        ckpt_every = int(config_defaults.get(tc, "train", "checkpoint_every_steps")) or self.total_steps
         window = MetricWindow(self.batch_size, self.steps_per_epoch, device_peak_flops())
         bar = progress_bar(self.total_steps, start, is_main)
         pending = None            # (step, device metrics) of the step in flight
         final_eval: dict[str, float] = {}
-        self.preempted_at = None
+        self.preempted_at, self.stop_signal = None, None
         preemption = Preemption()
         done = start
 
@@ -326,9 +349,9 @@ class Trainer:
                 if save_now:
                     ckpt.save(done, state, data_it, meta={"model": dict(cfg.model)})
                 if stopping:
-                    self.preempted_at = done
+                    self.preempted_at, self.stop_signal = done, preemption.received or "SIGTERM"
                     if is_main:
-                        bar.write(f"vitjax: SIGTERM received; saved the step-{done} checkpoint and stopped. "
+                        bar.write(f"vitjax: {preemption.describe()}; saved the step-{done} checkpoint and stopped. "
                                   f"Rerun the same command to resume.", file=sys.stderr)
                     break
             if pending is not None:

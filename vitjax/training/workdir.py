@@ -40,7 +40,7 @@ def read_config(workdir: str, overrides=()):
 
 
 def latest_step(workdir: str) -> int | None:
-    """The newest finished checkpoint's step, or None."""
+    """The newest finished checkpoint's step, or None (whether its files read is not checked)."""
     ckpt = Checkpointer(workdir, async_save=False)
     try:
         return ckpt.latest_step()
@@ -72,34 +72,36 @@ def load_workdir(workdir: str, step: int | None = None, weights: str = "params")
 
     ``weights``: "params" (the trained parameters; for DINO the student) or "teacher" (DINO's EMA
     teacher, the network the paper evaluates and releases; same tree as the params). A workdir whose
-    objective keeps no teacher raises ValueError for "teacher".
+    objective keeps no teacher raises ValueError for "teacher". A damaged latest checkpoint is
+    skipped with one warning line for the newest intact one (``Checkpointer.newest_intact``; nothing
+    in the workdir changes); a damaged ``step`` given explicitly raises CheckpointDamagedError.
     """
     if weights not in WEIGHTS:
         raise ValueError(f"weights={weights!r}; choose one of {list(WEIGHTS)}")
     config, model = workdir_model(workdir)
+    abstract = model_param_shapes(model)
+    dev = SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=dev), abstract)
     ckpt = Checkpointer(workdir, async_save=False)
-    try:
-        step = ckpt.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"{workdir}/checkpoints holds no finished checkpoint yet")
-        abstract = model_param_shapes(model)
+
+    def read(step):
         ckpt.check_params(step, abstract)
-        dev = SingleDeviceSharding(jax.devices()[0])
-        target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=dev), abstract)
-        if weights == "teacher":
-            teacher = ckpt.extra_metadata(step).get("teacher")
-            if teacher is None:
-                raise ValueError(
-                    f"{workdir} (a {type(model).__name__} trained with objective "
-                    f"{config.objective.get('name')!r}) holds no EMA teacher: only DINO runs have a "
-                    f"teacher. Load its parameters with weights='params'")
-            problem = first_mismatch(abstract, teacher)
-            if problem:
-                raise CheckpointMismatchError(f"the teacher in {ckpt.directory} (step {step}) does not fit "
-                                              f"the configured model: {problem}")
-            params = ckpt.restore_extra(step, "teacher", target)
-        else:
-            params = ckpt.restore_params(step, target)
+        if weights != "teacher":
+            return ckpt.restore_params(step, target)
+        teacher = ckpt.extra_metadata(step).get("teacher")
+        if teacher is None:
+            raise ValueError(
+                f"{workdir} (a {type(model).__name__} trained with objective "
+                f"{config.objective.get('name')!r}) holds no EMA teacher: only DINO runs have a "
+                f"teacher. Load its parameters with weights='params'")
+        problem = first_mismatch(abstract, teacher)
+        if problem:
+            raise CheckpointMismatchError(f"the teacher in {ckpt.directory} (step {step}) does not fit "
+                                          f"the configured model: {problem}")
+        return ckpt.restore_extra(step, "teacher", target)
+
+    try:
+        _, params, _ = ckpt.newest_intact(read, step)
     finally:
         ckpt.close()
     return config, model, params
