@@ -260,3 +260,20 @@ def test_train_cli_start_up_errors_are_one_line(tmp_path, capsys, override, expe
     for part in expected:
         assert part.format(missing=missing) in err[0], err[0]
     assert not (tmp_path / "wd" / "checkpoints").exists()
+
+
+# ------------------------------------------------------------- 6. data that do not fit the model
+@pytest.mark.parametrize("override, got, need", [
+    ({"model.in_channels": 3}, "(16, 16, 1)", "(16, 16, 3)"),      # grey digits, an RGB model
+    ({"model.image_size": 12}, "(16, 16, 1)", "(12, 12, 1)"),      # validate's advice, ops still at 16
+])
+def test_data_that_do_not_fit_the_model_are_one_config_error(tmp_path, override, got, need):
+    from vitjax.config import ConfigError
+    t = Trainer(make_tiny_config(**SMALL, **override), str(tmp_path / "run"), devices=ONE)
+    with pytest.raises(ConfigError) as e:
+        t.train()
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert f"the data give 'image' of shape {got} per example but the model expects {need}" in msg
+    assert "model.image_size / model.in_channels" in msg
+    assert not (tmp_path / "run" / "run.lock").exists()        # the lock is released
