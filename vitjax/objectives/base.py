@@ -138,6 +138,22 @@ class Objective(abc.ABC):
         """Start-up checks of the model against the objective's settings (raise ValueError with a
         message naming both sides); the trainer reports them as config errors. Default: none."""
 
+    def check_batch(self, model, batch) -> None:
+        """Check of the first training batch (arrays or ShapeDtypeStructs) before the step compiles:
+        a ValueError naming both per-example shapes when the data do not fit ``example_batch`` (e.g.
+        3-channel images for a 1-channel model, or ops that resize to another size than
+        ``model.image_size``); the trainer reports it as a config error. Objectives with their own
+        batch layout (DINO's crops) check it first with a more specific message."""
+        for key, want in self.example_batch(model, batch[next(iter(batch))].shape[0]).items():
+            if key not in batch:
+                continue
+            got, need = tuple(batch[key].shape[1:]), tuple(want.shape[1:])
+            if got != need:
+                raise ValueError(
+                    f"the data give '{key}' of shape {got} per example but the model expects {need}: make "
+                    f"input.train_ops produce {need} (their resize/crop size, and the channels: 'to_rgb' "
+                    f"for 3) or set model.image_size / model.in_channels to match the data")
+
     # ------------------------------------------------------------------------------ evaluation
     def feature_fn(self, model):
         """``fn(params, images [B, H, W, C]) -> [B, D]``: the frozen features that representation

@@ -160,6 +160,10 @@ class DINOObjective(Objective):
     def init_inputs(self, batch):
         return (batch["image_global"][:, 0],)
 
+    def check_batch(self, model, batch) -> None:
+        self._check_batch(batch)        # the crop layout first: its message names the objective's keys
+        super().check_batch(model, batch)
+
     def _check_batch(self, batch):
         if "image_global" not in batch:
             raise ValueError(f"objective 'dino' needs multi-crop batches (keys image_global/image_local) but "

@@ -16,7 +16,6 @@ import numpy as np
 from flax import linen as nn
 
 from vitjax import config_defaults
-from vitjax.config import ConfigError
 from vitjax import sharding as sh
 from vitjax.data import eval_batches
 
@@ -132,19 +131,3 @@ class BatchRunner:
                 acc[0] += float(s)
                 acc[1] += float(c)
         return {f"eval/{k}": s / max(c, 1.0) for k, (s, c) in sums.items()}
-
-
-def check_batch_shapes(expected: dict, batch: dict) -> None:
-    """Raises ConfigError when the data's per-example shapes differ from what the model and objective
-    expect (``Objective.example_batch``): e.g. 3-channel images for a 1-channel model, or eval/train
-    ops that resize to another size than ``model.image_size``. One line naming both shapes and the
-    keys to change, instead of a shape error from deep inside the compiled step."""
-    for key, want in expected.items():
-        if key not in batch:
-            continue
-        got, need = tuple(batch[key].shape[1:]), tuple(want.shape[1:])
-        if got != need:
-            raise ConfigError(
-                f"the data give '{key}' of shape {got} per example but the model expects {need}: make "
-                f"input.train_ops produce {need} (their resize/crop size, and the channels: 'to_rgb' for 3) "
-                f"or set model.image_size / model.in_channels to match the data")

@@ -36,7 +36,7 @@ from vitjax.objectives import create_objective
 from vitjax.objectives.base import RunInfo
 from vitjax.param_tree import strip_boxes
 from vitjax.training import dry_run as dry_run_lib
-from vitjax.training.batches import BatchRunner, check_batch_shapes, mesh_context
+from vitjax.training.batches import BatchRunner, mesh_context
 from vitjax.training.checkpoint import Checkpointer
 from vitjax.training.flops import compiled_flops, device_peak_flops
 from vitjax.training.init_weights import init_params
@@ -192,7 +192,10 @@ class Trainer:
     def compiled_train_step(self, batch):
         """The AOT-compiled step for global batches shaped like ``batch`` (compiled once)."""
         if self._compiled_step is None:
-            check_batch_shapes(self.objective.example_batch(self.model, self.batch_size), batch)
+            try:   # data that do not fit the model: one config error, not a shape error from the compile
+                self.objective.check_batch(self.model, batch)
+            except ValueError as e:
+                raise config_lib.ConfigError(str(e)) from e
             bs = self.batches.batch_sharding(batch)
             jitted = jax.jit(self.step_fn, in_shardings=(self.state_sharding, bs),
                              out_shardings=(self.state_sharding, sh.replicated(self.mesh)),
