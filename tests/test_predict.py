@@ -19,7 +19,9 @@ from vitjax.data.digits import DigitsSource
 from vitjax.data.ops import apply_ops, build_ops
 from vitjax.models import build_model
 from vitjax.objectives import create_objective
-from vitjax.predict import Predictor, dataset_class_names, image_files, main as predict_cli, predict
+from vitjax.export import main as export_cli
+from vitjax.predict import Predictor, image_files, main as predict_cli, predict
+from vitjax.training.workdir import class_names
 from vitjax.training.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
@@ -125,11 +127,12 @@ def test_predict_digits_files_match_the_eval_pipeline(tmp_path, caplog):
     rows = pred.top_k(out["probs"], 1)
     assert [r[0][0] for r in rows] == [str(int(i)) for i in np.argmax(want, -1)]
 
-    # Class names of a dataset that cannot be read any more: class_<i>, said once.
+    # Class names of a dataset that cannot be read any more, in a workdir without class_names.json
+    # (runs older than it): class_<i>, said once.
     cfg = pred.config.copy_and_resolve_references()
     cfg.input.data.name, cfg.input.data.data_dir = "photos_moved", str(tmp_path / "nowhere")
-    with caplog.at_level(logging.WARNING, logger="vitjax.predict"):
-        names = dataset_class_names(cfg, 3)
+    with caplog.at_level(logging.WARNING, logger="vitjax"):
+        names = class_names(str(tmp_path), cfg, 3)
     assert names == ["class_0", "class_1", "class_2"]
     assert len(caplog.records) == 1 and "photos_moved" in caplog.records[0].getMessage()
 
@@ -172,3 +175,62 @@ def test_imagenet_config_with_3_classes_mixes_3_class_targets(photos):
     assert np.isfinite(loss(batch_ops_for_model(cfg.input.batch_ops, cfg.model.num_classes)))
     summary = Trainer(cfg, str(root / "imagenet_3"), devices=ONE).train()   # the whole loop, 2 steps
     assert summary.status == "finished" and np.isfinite(summary.final_metrics["eval/loss"])
+
+
+# ----------------------------------------------- class names and eval preprocessing travel with exports
+
+def test_class_names_stay_with_the_workdir_and_travel_into_exports(photo_run, tmp_path, monkeypatch):
+    folder, wd = photo_run
+    assert json.load(open(os.path.join(wd, "class_names.json"))) == list(CLASSES)
+    # The dataset moves away: predictions still name the classes (from the workdir).
+    cfg = json.load(open(os.path.join(wd, "config.json")))
+    moved = str(tmp_path / "wd")
+    import shutil
+    shutil.copytree(wd, moved, ignore=shutil.ignore_patterns("run.lock"))
+    cfg["input"]["data"]["data_dir"] = str(tmp_path / "nowhere")
+    json.dump(cfg, open(os.path.join(moved, "config.json"), "w"))
+    assert {n for row in predict(moved, os.path.join(folder, "cat"), top_k=3) for n, _ in row} == set(CLASSES)
+
+    hf, tm = str(tmp_path / "hf"), str(tmp_path / "timm")
+    assert export_cli(["--workdir", moved, "--format", "hf", "--out", hf]) == 0
+    assert export_cli(["--workdir", moved, "--format", "timm", "--out", tm]) == 0
+    c = json.load(open(os.path.join(hf, "config.json")))
+    assert c["id2label"] == {"0": "cat", "1": "dog", "2": "fox"} and c["label2id"] == {"cat": 0, "dog": 1, "fox": 2}
+    t = json.load(open(os.path.join(tm, "config.json")))
+    assert t["label_names"] == list(CLASSES)
+    # The eval ops (decode_center_crop 32 px, crop 0.875, bilinear, ImageNet mean/std) as timm and HF read them.
+    imagenet = dict(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    assert {k: t["pretrained_cfg"][k] for k in ("input_size", "interpolation", "crop_pct", "crop_mode",
+                                                 "mean", "std")} == dict(
+        input_size=[3, 32, 32], interpolation="bilinear", crop_pct=0.875, crop_mode="center", **imagenet)
+    pre = json.load(open(os.path.join(hf, "preprocessor_config.json")))
+    assert (pre["image_processor_type"], pre["size"], pre["crop_size"], pre["resample"]) == (
+        "BitImageProcessor", {"shortest_edge": 36}, {"height": 32, "width": 32}, 2)
+    assert (pre["image_mean"], pre["image_std"]) == (imagenet["mean"], imagenet["std"])
+
+
+def test_timm_and_hf_preprocessing_of_an_export_match_the_runs_eval_ops():
+    """On a 300x420 photo: the transform timm builds from the exported pretrained_cfg and the image
+    processor HF builds from preprocessor_config.json give the pixels vitjax's eval ops give, up to
+    resampling at the crop border (mean |diff| 0.05 of a normalised unit; timm's old default of
+    crop_pct 0.9 bicubic was 0.14, a whole-image resize 0.6)."""
+    import timm.data
+    from transformers import BitImageProcessor
+    from vitjax.config import load_config_file
+    from vitjax.interop.preprocessing import eval_preprocessing
+
+    cfg = load_config_file("configs/vit_ti16_photos.py")
+    model = build_model(cfg)
+    pre = eval_preprocessing(cfg, model)
+    assert (pre.size, pre.crop_pct, pre.crop_mode, pre.interpolation) == (112, 0.875, "center", "bilinear")
+    jpg = files.jpeg(300, 420, seed=3)
+    want = apply_ops({"image": np.array(jpg, dtype=object)}, build_ops(cfg.input.eval_ops), None)["image"]
+    img = Image.open(__import__("io").BytesIO(jpg)).convert("RGB")
+    tf = timm.data.create_transform(**timm.data.resolve_data_config(pre.timm_fields()))
+    got_timm = tf(img).numpy().transpose(1, 2, 0)
+    hf_cfg = pre.hf_preprocessor_config()
+    hf_cfg.pop("image_processor_type")
+    got_hf = BitImageProcessor(**hf_cfg)(img, return_tensors="np")["pixel_values"][0].transpose(1, 2, 0)
+    for got in (got_timm, got_hf):
+        assert got.shape == want.shape == (112, 112, 3)
+        assert np.abs(got - want).mean() < 0.08

@@ -12,6 +12,12 @@ Writes ``OUT/model.safetensors`` + ``OUT/config.json`` for the workdir's model:
 | PVT v2 | | PyramidVisionTransformerV2 | |
 | CLIP | CLIPModel | | --format open_clip: open_clip state dict + model config |
 
+Class names travel: the run's ``class_names.json`` becomes timm's ``label_names`` and HF's
+``id2label``/``label2id``. The run's eval preprocessing travels too (``vitjax.interop.preprocessing``):
+timm's ``pretrained_cfg`` (input size, interpolation, crop_pct, crop mode, mean/std) and, for HF image
+models, ``preprocessor_config.json``, so ``pipeline("image-classification", model=OUT)`` and timm's
+``create_transform(**resolve_data_config({}, model=net))`` prepare images as the run's eval did.
+
 DINO exports the EMA teacher's backbone (the paper evaluates and releases the teacher); ``--student``
 exports the student's. The projection head is not exported (neither timm nor HF has one). For
 every model the input normalisation written to timm's config (``pretrained_cfg`` mean/std) is the
@@ -23,6 +29,7 @@ its family module (``vitjax.interop.registry``); this module only reads the work
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -32,7 +39,7 @@ import numpy as np
 from vitjax.interop.registry import exporter
 from vitjax.interop.state_dict import load_snippet
 from vitjax.models.dino import DINO
-from vitjax.training.workdir import load_workdir, weights_for, workdir_model
+from vitjax.training.workdir import class_names, load_workdir, weights_for, workdir_model
 
 
 def main(argv=None) -> int:
@@ -57,16 +64,23 @@ def main(argv=None) -> int:
     config, model, params = load_workdir(args.workdir, args.step, weights=weights)
     params = jax.tree.map(np.asarray, params)
     try:
-        export = exporter(model, args.format, args.encoder_only, config)
+        n_classes = int(getattr(model, "num_classes", 0) or 0)
+        names = class_names(args.workdir, config, n_classes) if n_classes > 0 else None
+        export = exporter(model, args.format, args.encoder_only, config, label_names=names)
         state, cfg = export.state_dict(params), export.config()
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     export.writer.write_export(args.out, state, cfg)
+    extra = export.files()
+    for name, content in extra.items():
+        with open(os.path.join(args.out, name), "w") as fh:
+            json.dump(content, fh, indent=2)
+            fh.write("\n")
     n = sum(int(np.prod(v.shape)) for v in state.values())
     what = f" of the DINO {'student' if args.student else 'teacher'}'s backbone" if is_dino else ""
     print(f"wrote {os.path.join(args.out, 'model.safetensors')} ({len(state)} tensors, {n / 1e6:.2f}M "
-          f"values{what}) and config.json")
+          f"values{what}) and {', '.join(['config.json', *extra])}")
     print(f"load with: {load_snippet(export.kind, args.out, cfg)}")
     return 0
 

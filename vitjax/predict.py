@@ -13,11 +13,11 @@ run's data source gave its ops: encoded bytes for an RGB model (its ops decode t
 for a 1-channel model (the digits). Folders are searched recursively for image files
 (JPEG/PNG/WebP/...); a file that cannot be decoded is skipped with a one-line warning naming it.
 
-Class names are the training dataset's: ``source.class_names`` of ``config.input.data`` (the
-digits: "0".."9"; a TFDS dataset: ``features["label"].names``; an image folder converted by
-``python -m vitjax.data convert``: its class-folder names, stored as the label feature's names).
-When the dataset is not readable (moved, deleted) or names no classes, the classes print as
-``class_<i>``, and a warning says so once.
+Class names are the ones the run kept in ``W/class_names.json`` when training started: the training
+dataset's ``source.class_names`` (the digits: "0".."9"; a TFDS dataset: ``features["label"].names``;
+an image folder converted by ``python -m vitjax.data convert``: its class-folder names). Workdirs
+older than that file read the dataset; when it is not readable (moved, deleted) or names no
+classes, the classes print as ``class_<i>``, and a warning says so once.
 
 ``--features out.npy`` writes the pooled embeddings [N, D] of every decoded file (the objective's
 ``feature_fn``: the features probes score; a classifier's are ``model.apply(..., output="features")``,
@@ -44,10 +44,9 @@ from vitjax.data.bad_input import SkipExample
 from vitjax.data.convert.inputs import IMAGE_EXTS
 from vitjax.data.image_io import decode
 from vitjax.data.ops import apply_ops, build_ops
-from vitjax.data.sources import get_source
 from vitjax.models.vit import ViT
 from vitjax.objectives import create_objective
-from vitjax.training.workdir import latest_step, load_workdir, weights_for, workdir_model
+from vitjax.training.workdir import class_names, latest_step, load_workdir, weights_for, workdir_model
 
 log = logging.getLogger("vitjax.predict")
 
@@ -75,26 +74,6 @@ def image_files(paths: Iterable[str] | str) -> list[str]:
     return out
 
 
-def dataset_class_names(config, num_classes: int) -> list[str]:
-    """``num_classes`` names for the model's outputs: the training dataset's label names where it has
-    them, ``class_<i>`` elsewhere (with one warning saying why)."""
-    data = dict(config.input.data)
-    names, why = None, None
-    try:
-        names = getattr(get_source(data["name"], data.get("split") or "train", data.get("data_dir")),
-                        "class_names", None)
-    except (OSError, ValueError, KeyError) as e:     # dataset moved or deleted since training
-        why = f"the training dataset {data.get('name')!r} cannot be read ({str(e).splitlines()[0]})"
-    names = [str(n) for n in names] if names else []
-    if why is None and not names:
-        why = f"the training dataset {data.get('name')!r} names no classes"
-    elif why is None and len(names) != num_classes:
-        why = f"the dataset names {len(names)} classes but the model has {num_classes} outputs"
-    if why:
-        log.warning("warning: %s; classes%s are shown as class_<i>", why, " without a name" if names else "")
-    return [names[i] if i < len(names) else f"class_{i}" for i in range(num_classes)]
-
-
 class Predictor:
     """A workdir's model, weights and eval preprocessing, loaded once for many ``run`` calls.
 
@@ -114,7 +93,8 @@ class Predictor:
         self.in_channels = int(getattr(self.model, "in_channels", 3))
         self.is_classifier = (self.config.objective.get("name") in CLASSIFIER_OBJECTIVES
                               and int(getattr(self.model, "num_classes", 0) or 0) > 0)
-        self.class_names = dataset_class_names(self.config, self.model.num_classes) if self.is_classifier else None
+        self.class_names = (class_names(workdir, self.config, self.model.num_classes) if self.is_classifier
+                            else None)
         model = self.model
         self._probs = jax.jit(lambda p, x: jax.nn.softmax(
             model.apply({"params": p}, x, train=False).astype(jnp.float32), axis=-1))

@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import Any, Callable, NamedTuple
 
 from vitjax.interop import state_dict as state_dict_lib
+from vitjax.interop.preprocessing import EvalPreprocessing, eval_preprocessing
 from vitjax.registry import Registry
 
 __all__ = ["CONVERTERS", "DETECTORS", "Converter", "register_converter", "register_detector", "converter",
@@ -51,6 +52,8 @@ class Converter:
       drop_head: whether ``load`` can leave out the classifier head (``drop_head=True``).
       takes_normalisation: whether ``config`` records the run's input normalisation (timm's
         ``pretrained_cfg`` mean/std).
+      writer: the module whose ``write_export(out_dir, state_dict, config)`` writes the export folder
+        (None: ``state_dict``'s, safetensors + config.json; ``big_vision``'s writes model.npz).
     """
     model: type
     format: str
@@ -60,6 +63,7 @@ class Converter:
     load: Callable[..., dict] | None = None
     drop_head: bool = True
     takes_normalisation: bool = False
+    writer: ModuleType | None = None
 
     def __post_init__(self):
         # Registry's duplicate-name error names an entry by __module__ / __qualname__: name the
@@ -71,10 +75,11 @@ class Converter:
 
 
 def register_converter(model: type, fmt: str, *, kind: str | None = None, export=None, config=None,
-                       load=None, drop_head: bool = True, takes_normalisation: bool = False) -> Converter:
+                       load=None, drop_head: bool = True, takes_normalisation: bool = False,
+                       writer: ModuleType | None = None) -> Converter:
     """Adds the ``Converter`` for (``model``, ``fmt``) (``kind`` defaults to ``fmt``); a second one for
     the same pair is a ValueError naming both."""
-    conv = Converter(model, fmt, kind or fmt, export, config, load, drop_head, takes_normalisation)
+    conv = Converter(model, fmt, kind or fmt, export, config, load, drop_head, takes_normalisation, writer)
     return CONVERTERS.register((model, fmt), conv)
 
 
@@ -125,6 +130,28 @@ class Export(NamedTuple):
     config: Callable[[], dict]              # -> config.json
     writer: ModuleType                      # its write_export(out_dir, state_dict, config) writes the folder
     kind: str                               # picks the printed load line (state_dict.load_snippet)
+    files: Callable[[], dict] = dict        # -> {file name: JSON dict} written beside config.json
+
+
+# HF kinds whose models take images and whose export gets a preprocessor_config.json (the ones HF's
+# image pipelines and AutoImageProcessor load). CLIP needs a tokenizer too, which vitjax's is not.
+HF_IMAGE_KINDS = ("hf", "hf_vitmodel", "hf_swin", "hf_mae")
+
+
+def _with_run_details(cfg: dict, kind: str, pre: EvalPreprocessing | None, label_names) -> dict:
+    """``cfg`` (a config.json dict) with the run's eval preprocessing (timm's ``pretrained_cfg``) and
+    class names (timm's ``label_names``, HF's ``id2label``/``label2id``) where the format has them."""
+    if kind == "timm" and pre is not None and "pretrained_cfg" in cfg:
+        cfg["pretrained_cfg"].update(pre.timm_fields())
+    if label_names is None:
+        return cfg
+    names = [str(n) for n in label_names]
+    if kind == "timm" and int(cfg.get("num_classes") or 0) == len(names) > 0:
+        cfg["label_names"] = names
+    elif "id2label" in cfg and len(cfg["id2label"]) == len(names) > 0:
+        cfg["id2label"] = {str(i): n for i, n in enumerate(names)}
+        cfg["label2id"] = {n: i for i, n in enumerate(names)}
+    return cfg
 
 
 def run_normalisation(config) -> dict:
@@ -140,10 +167,13 @@ def _cli_format(fmt: str) -> str:
     return f"{fmt[:-len('_encoder')]} --encoder_only" if fmt.endswith("_encoder") else fmt
 
 
-def exporter(model, fmt: str, encoder_only: bool = False, config=None) -> Export:
+def exporter(model, fmt: str, encoder_only: bool = False, config=None, label_names=None) -> Export:
     """The export of ``model`` as ``--format fmt`` (``encoder_only``: the ``{fmt}_encoder`` variant
-    where the family has one). ``config``: the run's config, whose eval ``normalize`` op timm
-    configs record. An unsupported pair is a ValueError listing the model's export formats."""
+    where the family has one). ``config``: the run's config, whose eval ops become timm's
+    ``pretrained_cfg`` preprocessing and HF's ``preprocessor_config.json``
+    (``vitjax.interop.preprocessing``). ``label_names``: one name per class, written as timm's
+    ``label_names`` and HF's ``id2label``. An unsupported pair is a ValueError listing the model's
+    export formats."""
     convs = {f: c for f, c in _converters(model).items() if c.export is not None}
     conv = convs.get(f"{fmt}_encoder") if encoder_only else None
     conv = conv or convs.get(fmt)
@@ -152,8 +182,12 @@ def exporter(model, fmt: str, encoder_only: bool = False, config=None) -> Export
         raise ValueError(f"a {_name(model)} cannot be exported as --format {fmt}; see python -m vitjax.export "
                          f"--help for what each model supports (a {_name(model)} exports as: {supported})")
     norm = run_normalisation(config) if conv.takes_normalisation else {}
-    return Export(lambda params: conv.export(params, model), lambda: conv.config(model, **norm),
-                  state_dict_lib, conv.kind)
+    pre = eval_preprocessing(config, model) if config is not None else None
+    files = (lambda: {"preprocessor_config.json": pre.hf_preprocessor_config()}) \
+        if pre is not None and conv.kind in HF_IMAGE_KINDS else dict
+    return Export(lambda params: conv.export(params, model),
+                  lambda: _with_run_details(conv.config(model, **norm), conv.kind, pre, label_names),
+                  conv.writer or state_dict_lib, conv.kind, files)
 
 
 # ---------------------------------------------------------------------------------------------- import

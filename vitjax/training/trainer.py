@@ -45,6 +45,7 @@ from vitjax.training.metrics import MetricWriter
 from vitjax.training.optim import make_optimizer, with_objective_freezing
 from vitjax.training.step import StepFn, TrainState
 from vitjax.training.summary import RunSummary
+from vitjax.training.workdir import record_run
 from vitjax.training.workdir_lock import lock_workdir
 
 log = logging.getLogger("vitjax")
@@ -279,8 +280,8 @@ class Trainer:
             state = self.init_state()
             if cfg.get("init") and cfg.init.get("path"):
                 state = state.replace(params=self.load_init_params(state.params))
-        if is_main:   # a resume with a changed config logs the changes and keeps the old file
-            config_lib.write_run_config(self.workdir, cfg, resumed_step=latest)
+        if is_main:   # config.json (changes on resume logged, old file kept), class_names.json
+            record_run(self.workdir, cfg, latest, self.train_source, getattr(self.model, "num_classes", None))
         start = int(jax.device_get(state.step))
         writer = MetricWriter(self.workdir, tensorboard=config_defaults.get(tc, "train", "tensorboard"))
         n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(self.abstract_state.params))

@@ -8,12 +8,15 @@ One module serves ``vitjax.load``, ``python -m vitjax.evaluate``, ``vitjax.probe
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
 
 import jax
 from jax.sharding import SingleDeviceSharding
 
 from vitjax import config as config_lib
+from vitjax.data.sources import get_source
 from vitjax.models import build_model
 from vitjax.models.dino import DINO
 from vitjax.models.registry import model_param_shapes
@@ -21,6 +24,9 @@ from vitjax.param_tree import first_mismatch
 from vitjax.training.checkpoint import Checkpointer, CheckpointMismatchError
 
 WEIGHTS = ("params", "teacher")
+CLASS_NAMES_FILE = "class_names.json"     # one name per model output, written when training starts
+
+log = logging.getLogger("vitjax")
 
 
 def is_workdir(path: str) -> bool:
@@ -108,3 +114,46 @@ def load_workdir(workdir: str, step: int | None = None, weights: str = "params")
 
 
 load = load_workdir
+
+
+def record_run(workdir: str, config, resumed_step: int | None, source, num_classes) -> None:
+    """What a starting run keeps in its workdir (main process only): ``config.json`` (a resume with a
+    changed config logs the changes and keeps the old file) and ``class_names.json``, the training
+    data's class names for a model with ``num_classes`` outputs, so predictions and exports name
+    classes even after the dataset has moved."""
+    config_lib.write_run_config(workdir, config, resumed_step=resumed_step)
+    names = [str(n) for n in (getattr(source, "class_names", None) or ())]
+    if isinstance(num_classes, int) and num_classes > 0 and names:
+        names += [f"class_{i}" for i in range(len(names), num_classes)]   # a head wider than the data
+        with open(os.path.join(workdir, CLASS_NAMES_FILE), "w") as fh:
+            json.dump(names[:num_classes], fh, indent=1)
+            fh.write("\n")
+
+
+def class_names(workdir: str | None, config, num_classes: int) -> list[str]:
+    """``num_classes`` names for the model's outputs: the workdir's ``class_names.json`` (written when
+    training started), else the training dataset's label names, else ``class_<i>`` (with one warning
+    saying why)."""
+    path = os.path.join(workdir, CLASS_NAMES_FILE) if workdir else None
+    if path and os.path.isfile(path):
+        with open(path) as fh:
+            names = [str(n) for n in json.load(fh)]
+        if len(names) == num_classes:
+            return names
+        log.warning("warning: %s names %d classes but the model has %d outputs; reading the dataset's",
+                    path, len(names), num_classes)
+    data = dict(config.input.data)
+    names, why = None, None
+    try:
+        names = getattr(get_source(data["name"], data.get("split") or "train", data.get("data_dir")),
+                        "class_names", None)
+    except (OSError, ValueError, KeyError) as e:     # dataset moved or deleted since training
+        why = f"the training dataset {data.get('name')!r} cannot be read ({str(e).splitlines()[0]})"
+    names = [str(n) for n in names] if names else []
+    if why is None and not names:
+        why = f"the training dataset {data.get('name')!r} names no classes"
+    elif why is None and len(names) != num_classes:
+        why = f"the dataset names {len(names)} classes but the model has {num_classes} outputs"
+    if why:
+        log.warning("warning: %s; classes%s are shown as class_<i>", why, " without a name" if names else "")
+    return [names[i] if i < len(names) else f"class_{i}" for i in range(num_classes)]
