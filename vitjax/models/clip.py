@@ -123,6 +123,8 @@ class TextTransformer(nn.Module):
     remat: str | bool | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    attention: str | None = "auto"
+    attention_options: Any = None
 
     def __post_init__(self):
         if self.pool not in ("argmax", "eos", "last"):
@@ -149,8 +151,8 @@ class TextTransformer(nn.Module):
         x = nn.with_logical_constraint(x, ACT_TOKENS)
         mask = jnp.tril(jnp.ones((t, t), bool))[None, None] if self.causal else None
         x = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dropout, 0.0, 0.0, self.layernorm_eps,
-                    self.activation, True, self.remat, self.dtype, self.param_dtype,
-                    name="encoder")(x, train, mask)
+                    self.activation, True, self.remat, self.dtype, self.param_dtype, self.attention,
+                    self.attention_options, name="encoder")(x, train, mask)
         x = LayerNorm(self.layernorm_eps, name="encoder_norm", **kw)(x)
         if self.pool == "last":
             return x[:, -1]
@@ -197,6 +199,7 @@ class CLIP(nn.Module):
       layernorm_eps: 1e-5 as PyTorch's nn.LayerNorm (open_clip, HF CLIP).
       logit_scale_init: initial log scale (log(1/0.07) for CLIP, log 10 for SigLIP);
       logit_bias_init: None (CLIP) or the initial bias (SigLIP: -10).
+      attention, attention_options: both towers' self-attention (``vitjax.models.attention``).
     """
     embed_dim: int = 512
     image_size: int = 224
@@ -227,6 +230,8 @@ class CLIP(nn.Module):
     remat: str | bool | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    attention: str | None = "auto"
+    attention_options: Any = None
 
     def __post_init__(self):
         if self.vision_pool not in ("token", "gap", "map"):
@@ -246,7 +251,8 @@ class CLIP(nn.Module):
             pool="token" if self.vision_pool == "token" else "gap", attn_pool=self.vision_pool == "map",
             pre_norm=self.vision_pre_norm, posemb=self.vision_posemb, dropout=self.dropout,
             drop_path=self.drop_path, layernorm_eps=self.layernorm_eps, activation=self.activation,
-            remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype)
+            remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype, attention=self.attention,
+            attention_options=self.attention_options)
 
     def setup(self):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -254,7 +260,8 @@ class CLIP(nn.Module):
         self.txt = TextTransformer(
             self.text_vocab_size, self.text_context_length, self.text_width, self.text_depth,
             self.text_heads, self.text_mlp_dim, self.text_pool, self.eos_id, self.text_causal,
-            self.dropout, self.layernorm_eps, self.activation, self.remat, **kw)
+            self.dropout, self.layernorm_eps, self.activation, self.remat, **kw, attention=self.attention,
+            attention_options=self.attention_options)
         # open_clip's init: projections N(0, width^-0.5).
         self.img_proj = nn.Dense(self.embed_dim, use_bias=False, name="img_proj",
                                  kernel_init=_p(nn.initializers.normal(self.vision_width ** -0.5),

@@ -103,6 +103,8 @@ class DINO(nn.Module):
     remat: str | bool | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    attention: str | None = "auto"           # the backbone's self-attention (vitjax.models.attention)
+    attention_options: Any = None
 
     def __post_init__(self):
         if self.image_size % self.patch_size:
@@ -124,7 +126,8 @@ class DINO(nn.Module):
                     num_heads=self.num_heads, mlp_dim=self.mlp_dim, pool="token", posemb="learned",
                     drop_path=self.drop_path, layernorm_eps=self.layernorm_eps, activation=self.activation,
                     qkv_bias=self.qkv_bias, remat=self.remat, dynamic_img_size=True,
-                    dtype=self.dtype, param_dtype=self.param_dtype)
+                    dtype=self.dtype, param_dtype=self.param_dtype, attention=self.attention,
+                    attention_options=self.attention_options)
 
     def setup(self):
         self.backbone = ViT(**self.backbone_config())

@@ -95,8 +95,8 @@ class MAE(nn.Module):
         8 blocks, 16 heads; Table 1 shows a 1-block decoder already works for fine-tuning).
       mask_ratio: fraction of patches removed (paper: 0.75).
       norm_pix_loss: regress per-patch normalised pixels (paper's default, better representations).
-      drop_path, layernorm_eps, activation, qkv_bias, remat, dtype, param_dtype: as for ViT, both
-        towers.
+      drop_path, layernorm_eps, activation, qkv_bias, remat, dtype, param_dtype, attention,
+        attention_options: as for ViT, both towers.
     """
     image_size: int = 224
     patch_size: int = 16
@@ -118,6 +118,8 @@ class MAE(nn.Module):
     remat: str | bool | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    attention: str | None = "auto"
+    attention_options: Any = None
 
     def __post_init__(self):
         if not 0.0 < self.mask_ratio < 1.0:
@@ -152,7 +154,8 @@ class MAE(nn.Module):
                     in_channels=self.in_channels, width=self.width, depth=self.depth,
                     num_heads=self.num_heads, mlp_dim=self.mlp_dim, pool="token", posemb="sincos2d",
                     drop_path=self.drop_path, layernorm_eps=self.layernorm_eps, activation=self.activation,
-                    qkv_bias=self.qkv_bias, remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype)
+                    qkv_bias=self.qkv_bias, remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype,
+                    attention=self.attention, attention_options=self.attention_options)
 
     def setup(self):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -163,7 +166,8 @@ class MAE(nn.Module):
         self.mask_token = self.param("mask_token", _p(nn.initializers.normal(0.02), (None, None, None)),
                                      (1, 1, self.decoder_width), self.param_dtype)
         self.decoder = Encoder(self.decoder_depth, self.decoder_heads, self.decoder_mlp_dim, 0.0, 0.0, 0.0,
-                               self.layernorm_eps, self.activation, self.qkv_bias, self.remat, **kw)
+                               self.layernorm_eps, self.activation, self.qkv_bias, self.remat, **kw,
+                               attention=self.attention, attention_options=self.attention_options)
         self.decoder_norm = LayerNorm(self.layernorm_eps, **kw)
         self.decoder_pred = nn.Dense(
             self.patch_size ** 2 * self.in_channels,

@@ -12,6 +12,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax.ad_checkpoint import checkpoint_name
 
+from vitjax.models.attention import attend
+
 Dtype = Any
 
 # Logical names of the main activation layouts.
@@ -135,15 +137,19 @@ class Attention(nn.Module):
 
     Separate projections (rather than one fused qkv matrix) keep the ``heads`` dim explicit, which
     is what lets tensor parallelism split heads with one all-reduce after the output projection.
+    ``attention`` / ``attention_options``: the implementation ``vitjax.models.attention.attend``
+    runs (``model.attention``, ``model.attention_options``).
     """
     num_heads: int
     dropout: float = 0.0
     qkv_bias: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    attention: str | None = "auto"
+    attention_options: Any = None
 
     @nn.compact
-    def __call__(self, x, kv=None, *, mask=None, train: bool = False):
+    def __call__(self, x, kv=None, *, mask=None, train: bool = False, causal: bool = False):
         """x: [B, T, D] queries; kv: [B, S, D] keys/values (defaults to x); mask: [B, 1|H, T, S] bool."""
         kv = x if kv is None else kv
         d = x.shape[-1]
@@ -157,16 +163,10 @@ class Attention(nn.Module):
             return nn.with_logical_constraint(y, ACT_HEADS)
 
         q, k, v = proj("query", x), proj("key", kv), proj("value", kv)
-        if self.dropout > 0.0 and train:
-            # Explicit path: jax.nn.dot_product_attention has no dropout.
-            logits = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(hd).astype(q.dtype)
-            if mask is not None:
-                logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-            probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
-            probs = nn.Dropout(self.dropout)(probs, deterministic=False)
-            out = jnp.einsum("bhts,bshd->bthd", probs, v)
-        else:
-            out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+        dropout = self.dropout > 0.0 and train
+        out = attend(q, k, v, mask=mask, causal=causal, dropout_rate=self.dropout,
+                     dropout_rng=self.make_rng("dropout") if dropout else None, deterministic=not dropout,
+                     impl=self.attention, options=self.attention_options)
         out = nn.with_logical_constraint(out, ACT_HEADS)
         out = Einsum("bthk,hkd->btd", (self.num_heads, hd, d), ("heads", "kv", "embed"), 2, True,
                      self.dtype, self.param_dtype, name="out")(out)
@@ -199,13 +199,16 @@ class EncoderBlock(nn.Module):
     qkv_bias: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    attention: str | None = "auto"
+    attention_options: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = nn.with_logical_constraint(x, ACT_TOKENS)
         y = LayerNorm(self.layernorm_eps, name="norm1", **kw)(x)
-        y = Attention(self.num_heads, self.attn_dropout, self.qkv_bias, name="attn", **kw)(
+        y = Attention(self.num_heads, self.attn_dropout, self.qkv_bias, name="attn",
+                      attention=self.attention, attention_options=self.attention_options, **kw)(
             y, mask=mask, train=train)
         y = nn.Dropout(self.dropout)(y, deterministic=not train)
         y = checkpoint_name(y, "attn_out")
@@ -246,6 +249,8 @@ class Encoder(nn.Module):
     remat: str | bool | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    attention: str | None = "auto"
+    attention_options: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None):
@@ -254,5 +259,5 @@ class Encoder(nn.Module):
             rate = self.drop_path * i / max(self.depth - 1, 1)
             x = block(self.num_heads, self.mlp_dim, self.dropout, self.attn_dropout, rate,
                       self.layernorm_eps, self.activation, self.qkv_bias, self.dtype, self.param_dtype,
-                      name=f"block{i}")(x, train, mask)
+                      self.attention, self.attention_options, name=f"block{i}")(x, train, mask)
         return x

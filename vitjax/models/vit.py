@@ -63,6 +63,8 @@ class ViT(nn.Module):
       dynamic_img_size: accept any image size that is a multiple of the patch size (DINO's local
         crops): learned positions are resampled bicubically from the ``image_size`` grid (DINO's
         ``interpolate_pos_encoding``), sin-cos tables are built for the input's grid.
+      attention, attention_options: the self-attention implementation and its options
+        (``vitjax.models.attention``; "auto": the fastest exact one for the platform).
       dtype: compute dtype (e.g. bfloat16); param_dtype: storage dtype of the parameters.
     """
     num_classes: int = 1000
@@ -87,6 +89,8 @@ class ViT(nn.Module):
     dynamic_img_size: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    attention: str | None = "auto"
+    attention_options: Any = None
 
     def __post_init__(self):
         if self.image_size % self.patch_size:
@@ -153,7 +157,8 @@ class ViT(nn.Module):
         """tokens [B, T, D] -> encoded tokens [B, T, D] (before the final norm)."""
         return Encoder(self.depth, self.num_heads, self.mlp_dim, self.dropout, self.attn_dropout,
                        self.drop_path, self.layernorm_eps, self.activation, self.qkv_bias, self.remat,
-                       self.dtype, self.param_dtype, name="encoder")(x, train, mask)
+                       self.dtype, self.param_dtype, self.attention, self.attention_options,
+                       name="encoder")(x, train, mask)
 
     def pool_features(self, x, *, all_tokens: bool = False):
         """encoded tokens [B, T, D] -> pooled features [B, D] (or [B, 2, D] for DeiT's two tokens);
