@@ -7,6 +7,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")          # never wait on DNS for a hub download
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# No persistent compilation cache in the home of whoever runs the tests (tests/test_compile_cache.py
+# turns it on in a tmp dir); subprocesses inherit this.
+os.environ["VITJAX_COMPILE_CACHE"] = ""
 
 import jax  # noqa: E402
 

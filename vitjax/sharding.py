@@ -9,6 +9,13 @@ Every parameter and large activation in vitjax carries *logical* axis names (``e
 
 Which kind of parallelism a run uses is therefore only a choice of mesh shape in the config
 (``config.mesh = dict(data=-1, fsdp=1, tensor=1)``); no model code changes.
+
+Multi-slice TPU (``config.mesh.dcn_data = N``): slices talk over the data-centre network (DCN), far
+slower than the chips' links within a slice (ICI), so only the data axis, whose one gradient
+all-reduce per step hides behind compute, should cross slices. ``data``/``fsdp``/``tensor`` then
+describe one slice, the data axis is repeated ``N`` times across slices (slices beyond ``N``
+split ``fsdp`` across DCN), and ``jax.experimental.mesh_utils.create_hybrid_device_mesh`` lays the
+devices out so each slice is one contiguous block of the mesh.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import jax
 import numpy as np
 from flax import linen as nn
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from vitjax.param_tree import strip_boxes
@@ -34,6 +42,8 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("heads", "tensor"),
     ("kv", None),
     ("classes", None),
+    ("vocab", "tensor"),           # decoder LM embedding/head rows: Megatron's vocab-parallel split
+    ("kv_heads", "tensor"),        # grouped-query key/value heads (replicated when tensor does not divide them)
     ("posemb_len", None),
     ("norm", None),
     # activations
@@ -44,6 +54,8 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("act_heads", "tensor"),
     ("act_kv", None),
     ("act_classes", None),
+    ("act_vocab", "tensor"),
+    ("act_kv_heads", "tensor"),
 )
 
 
@@ -67,9 +79,10 @@ def rules_from_config(rules: Iterable[Sequence[Any]] | None) -> tuple[tuple[str,
 
 def mesh_shape(spec: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
     """Resolves a ``{axis: size}`` mapping (one size may be -1: fill the rest) to a full shape."""
-    unknown = set(spec) - set(MESH_AXES)
+    unknown = set(spec) - set(MESH_AXES) - {"dcn_data"}
     if unknown:
         raise ValueError(f"config.mesh has unknown axes {sorted(unknown)}; valid axes are {MESH_AXES}")
+    spec = {k: v for k, v in spec.items() if k != "dcn_data"}
     sizes = [int(spec.get(ax, 1)) for ax in MESH_AXES]
     fills = [i for i, s in enumerate(sizes) if s == -1]
     if len(fills) > 1:
@@ -90,9 +103,36 @@ def mesh_shape(spec: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+def hybrid_devices(spec: Mapping[str, int], dcn_data: int, devices: Sequence[Any]) -> np.ndarray:
+    """The ``(data, fsdp, tensor)`` device array of a multi-slice run (module docstring): ``spec``
+    shapes each slice, ``data`` is repeated ``dcn_data`` times across slices. ``devices`` carry
+    ``slice_index`` (TPU devices do); all slices must have the same number of devices."""
+    slices: dict[int, list] = {}
+    for d in devices:
+        slices.setdefault(int(getattr(d, "slice_index", 0) or 0), []).append(d)
+    n = len(slices)
+    if dcn_data < 1 or n % dcn_data:
+        raise ValueError(f"config.mesh.dcn_data={dcn_data} does not divide the {n} slices the devices belong "
+                         f"to; set config.mesh.dcn_data to a divisor of {n} (usually {n}: one data-parallel "
+                         f"group per slice)")
+    sizes = {len(v) for v in slices.values()}
+    if len(sizes) > 1:
+        raise ValueError(f"the {n} slices have different device counts {sorted(sizes)}; a multi-slice mesh "
+                         f"needs equal slices")
+    ici = mesh_shape(spec, sizes.pop())
+    dcn = (dcn_data, n // dcn_data, 1)
+    return mesh_utils.create_hybrid_device_mesh(ici, dcn, list(devices))
+
+
 def make_mesh(spec: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """Builds the ``(data, fsdp, tensor)`` mesh with Auto axes (classic GSPMD propagation)."""
+    """Builds the ``(data, fsdp, tensor)`` mesh with Auto axes (classic GSPMD propagation);
+    ``spec["dcn_data"] > 1`` builds a multi-slice mesh (``hybrid_devices``)."""
     devices = list(jax.devices() if devices is None else devices)
+    spec = dict(spec)
+    dcn_data = int(spec.pop("dcn_data", 1) or 1)
+    if dcn_data > 1:
+        return Mesh(hybrid_devices(spec, dcn_data, devices), MESH_AXES,
+                    axis_types=(AxisType.Auto,) * len(MESH_AXES))
     shape = mesh_shape(spec, len(devices))
     if devices == list(jax.devices()):
         # make_mesh orders devices so the fastest links serve the innermost (tensor) axis.

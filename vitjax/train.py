@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 import sys
-import time
 
 import jax
 from absl import flags
 
 from vitjax import config as config_lib
 from vitjax.data.sources import DatasetNotPreparedError
+from vitjax.models.registry import model_options
+from vitjax.training import distributed
 from vitjax.training.checkpoint import CheckpointDamagedError, CheckpointMismatchError
 from vitjax.training.dry_run import format_dry_run
 from vitjax.training.trainer import Trainer
@@ -37,30 +37,8 @@ def parse_args(argv=None):
                         "collectives, and exit without training (reads no data)")
     p.add_argument("--simulate_devices", type=int, default=None,
                    help="run on N simulated CPU devices (e.g. a dry run of an 8-way mesh on a laptop)")
-    g = p.add_argument_group("multi-host (jax.distributed)")
-    g.add_argument("--distributed", action="store_true",
-                   help="call jax.distributed.initialize() first; on Cloud TPU pods, SLURM and Kubernetes "
-                        "it detects the cluster itself, elsewhere give the three flags below")
-    g.add_argument("--coordinator_address", default=None, help="host:port of process 0")
-    g.add_argument("--num_processes", type=int, default=None)
-    g.add_argument("--process_id", type=int, default=None)
-    g.add_argument("--distributed_timeout", type=int, default=300,
-                   help="seconds to wait for all processes to reach the coordinator before giving up")
+    distributed.add_arguments(p)
     return p.parse_known_args(argv)
-
-
-def _reachable(address: str, timeout: float) -> bool:
-    """True once a TCP connection to ``host:port`` succeeds, retrying until ``timeout`` seconds."""
-    host, _, port = address.rpartition(":")
-    deadline = time.time() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, int(port)), timeout=2):
-                return True
-        except OSError:
-            if time.time() >= deadline:
-                return False
-            time.sleep(0.5)
 
 
 def main(argv=None) -> int:
@@ -72,23 +50,12 @@ def main(argv=None) -> int:
     if args.simulate_devices:   # before the backend starts: importing jax does not start it
         jax.config.update("jax_platforms", "cpu")
         jax.config.update("jax_num_cpu_devices", args.simulate_devices)
-    if args.distributed or args.coordinator_address:
-        where = args.coordinator_address or "the auto-detected coordinator"
-        if args.coordinator_address and args.process_id not in (None, 0):
-            # jax aborts the whole process (a C++ fatal error) when the coordinator never answers;
-            # probing the port first turns the common mistake into a readable error.
-            if not _reachable(args.coordinator_address, args.distributed_timeout):
-                print(f"error: the coordinator {args.coordinator_address} did not answer within "
-                      f"{args.distributed_timeout}s. Start process 0 (--process_id=0) on that host, check "
-                      f"the address/port and firewall, or raise --distributed_timeout.", file=sys.stderr)
-                return 3
-        print(f"vitjax: joining the distributed run at {where} (waits up to {args.distributed_timeout}s "
-              f"for all {args.num_processes or ''} processes)", file=sys.stderr)
-        jax.distributed.initialize(coordinator_address=args.coordinator_address,
-                                   num_processes=args.num_processes, process_id=args.process_id,
-                                   initialization_timeout=args.distributed_timeout)
+    problem = distributed.initialize(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 3
     try:
-        config = config_lib.apply_overrides(config_lib.load_config_file(args.config), overrides)
+        config = config_lib.apply_overrides(config_lib.load_config_file(args.config), overrides, model_options)
         trainer = Trainer(config, args.workdir, load_data=not args.dry_run)
     except (config_lib.ConfigError, DatasetNotPreparedError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,5 +1,8 @@
 """Fit scaling laws to a finished (or partly finished) sweep and write report.md/report.json/plots.
 
+It reads whatever runs have a record (a sweep trained by parallel jobs may still be running) and
+says which planned runs are missing, with their --run_index.
+
     python experiments/scaling/analyze.py --out workdirs/scaling_digits
     python experiments/scaling/analyze.py --out workdirs/scaling_digits --loss best_loss --n N --holdout 4
     python experiments/scaling/analyze.py --out workdirs/scaling_digits --e_min 0      # L(N, D) with E free
@@ -17,6 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from vitjax.scaling.analysis import analyze_sweep, summary  # noqa: E402
+from vitjax.scaling.records import describe_missing, progress  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -31,6 +35,7 @@ def main(argv=None) -> int:
     p.add_argument("--no_plots", action="store_true")
     args = p.parse_args(argv)
     t0 = time.time()
+    print(f"analysis of {args.out}: {describe_missing(progress(args.out))}", file=sys.stderr)
     try:
         doc = analyze_sweep(args.out, loss_key=args.loss, n_key=args.n, holdout=args.holdout,
                             n_boot=args.n_boot, e_min=args.e_min, plots=False if args.no_plots else None)

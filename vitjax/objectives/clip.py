@@ -149,9 +149,22 @@ class Clip(Objective):
         return zimg, ztxt, scale, bias
 
     def loss(self, model, params, state, batch, rng, *, train, step=None, run=None):
-        del state, step, run
-        zimg, ztxt, scale, bias = self.embed(model, params, batch, rng, train=train)
-        loss, metrics = contrastive_loss(self.kind, zimg, ztxt, scale, bias)
+        emb = self.embed_for_loss(model, params, state, batch, rng, train=train)
+        return self.loss_from_embeddings(model, params, state, emb, train=train, step=step, run=run)
+
+    # The loss in two parts, so micro-batching stays exact (vitjax.training.gradcache): the image and
+    # text embeddings per example, then the contrastive loss over the whole batch's embeddings.
+    def embed_for_loss(self, model, params, state, batch, rng, *, train):
+        """``{"zimg": [b, D], "ztxt": [b, D]}``: the normalised embeddings of ``batch``."""
+        del state
+        zimg, ztxt, _, _ = self.embed(model, params, batch, rng, train=train)
+        return {"zimg": zimg, "ztxt": ztxt}
+
+    def loss_from_embeddings(self, model, params, state, emb, *, train, step=None, run=None):
+        """(loss, metrics, {}) of the whole batch from ``embed_for_loss``'s embeddings [B, D]."""
+        del state, train, step, run
+        scale, bias = model.apply({"params": params}, method="logit_params")
+        loss, metrics = contrastive_loss(self.kind, emb["zimg"], emb["ztxt"], scale, bias)
         out = {"loss": loss, "logit_scale": scale, **metrics}
         if bias is not None:
             out["logit_bias"] = bias

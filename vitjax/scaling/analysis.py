@@ -37,7 +37,7 @@ from vitjax.scaling.fit import fit_chinchilla, fit_power_law, fit_saturating
 from vitjax.scaling.laws import ExcludedPointsWarning, compute_optimal
 from vitjax.scaling.plots import (plot_isoloss, plot_learning_curves, plot_loss_vs_compute, plot_residuals,
                                   write_report)
-from vitjax.scaling.records import read_records
+from vitjax.scaling.records import describe_missing, progress, read_records
 
 __all__ = ["analyze_sweep", "analyze_records", "select_runs", "compute_frontier", "holdout_split", "summary"]
 
@@ -416,9 +416,13 @@ def analyze_sweep(sweep_dir: str, **kwargs) -> dict[str, Any]:
     records = read_records(sweep_dir)
     order = {r["name"]: i for i, r in enumerate(meta.get("runs") or [])}     # plan order, where known
     records.sort(key=lambda r: order.get(r.get("name"), len(order)))
+    # A sweep trained by parallel jobs is analysed as it stands: say which planned runs are not in it.
+    missing = describe_missing(progress(sweep_dir))
     if not records:
-        raise ValueError(f"{sweep_dir} holds no finished runs (no runs/*/record.json); run the sweep first")
+        raise ValueError(f"{sweep_dir} holds no finished runs (no runs/*/record.json); run the sweep first "
+                         f"({missing})")
     extra = dict(opts.pop("extra", None) or {})
+    extra.setdefault("planned runs", missing)
     extra.setdefault("runs recorded", f"{len(records)} ({sum(r.get('status') == 'diverged' for r in records)} diverged)")
     extra.setdefault("training wall time, sum over runs", f"{sum(r.get('wall_s') or 0 for r in records):.0f} s")
     for i, inv in enumerate(meta.get("invocations") or []):
@@ -426,7 +430,10 @@ def analyze_sweep(sweep_dir: str, **kwargs) -> dict[str, Any]:
                          f"{inv.get('started')}: {inv['wall_s']:.0f} s, trained {inv['trained']} runs, load average "
                          f"{_g(inv.get('loadavg_1m_start'), '.2f')} -> {_g(inv.get('loadavg_1m_end'), '.2f')} "
                          f"on {inv.get('cpu_count')} CPUs")
-    return analyze_records(records, sweep_dir, extra=extra, **opts)
+    try:
+        return analyze_records(records, sweep_dir, extra=extra, **opts)
+    except ValueError as e:
+        raise ValueError(f"{e} ({missing})") from e
 
 
 def summary(doc: Mapping[str, Any]) -> str:

@@ -65,8 +65,8 @@ from vitjax import config as config_lib
 from vitjax.config import ConfigError
 from vitjax.data import get_source
 from vitjax.models import build_model
-from vitjax.models.registry import model_param_shapes
-from vitjax.scaling.records import RECORD_FILE, read_json, read_records, write_json
+from vitjax.models.registry import model_options, model_param_shapes
+from vitjax.scaling.records import RECORD_FILE, RUN_FILE, read_json, read_records, write_json, write_runs_jsonl
 from vitjax.training.metrics import read_metrics
 from vitjax.training.trainer import NonFiniteError, Trainer
 from vitjax.training.workdir import latest_step
@@ -97,7 +97,7 @@ _SHORT = {"width": "w", "depth": "d", "mlp_dim": "mlp", "mlp_ratio": "mr", "num_
 # position embeddings, class/distillation tokens and the classifier head(s). The final norm stays in.
 EMBEDDING_PARAMS = ("patch_embed", "pos_embedding", "cls", "dist", "head", "head_dist")
 
-_RUN_FILE = "sweep_run.json"   # written when a run starts: guards a half-finished workdir against reuse
+_RUN_FILE = RUN_FILE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +114,7 @@ class RunSpec:
 def load_sweep_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
     """Loads a sweep config file (``path.py`` or ``path.py:arg``) and applies ``--config.x=v`` overrides."""
     cfg = config_lib.load_config_file(spec)
-    config_lib.apply_overrides(cfg, overrides)
+    config_lib.apply_overrides(cfg, overrides, model_options)
     if not cfg.get("base_config"):
         raise ConfigError(f"sweep config {spec!r} has no 'base_config' (the training config every run starts "
                           f"from, e.g. configs/vit_digits.py)")
@@ -404,7 +404,7 @@ def _first_diff(a: dict, b: dict) -> str:
 
 
 def run_sweep(sweep: ml_collections.ConfigDict, sweep_dir: str, *, devices=None, shard: tuple[int, int] = (0, 1),
-              log: Callable[[str], None] | None = None) -> list[dict]:
+              only: Sequence[int] | None = None, log: Callable[[str], None] | None = None) -> list[dict]:
     """Trains every planned run that has no record yet, in plan order, and returns all records.
 
     Args:
@@ -413,6 +413,9 @@ def run_sweep(sweep: ml_collections.ConfigDict, sweep_dir: str, *, devices=None,
       devices: passed to each :class:`Trainer` (None: all local devices).
       shard: ``(i, n)`` trains only runs ``i, i+n, i+2n...`` of the plan, so n hosts/slices sharing the
         folder can split a sweep; each skips what is already recorded.
+      only: train just these plan indices (``--run_index``: one job of a SLURM array or a TPU queue
+        per run, any number at once). With several JAX processes (one run spread over hosts) they all
+        train it and process 0 alone writes the files.
       log: progress sink (default: stderr).
 
     Raises:
@@ -424,17 +427,22 @@ def run_sweep(sweep: ml_collections.ConfigDict, sweep_dir: str, *, devices=None,
         raise ConfigError(f"shard {idx}/{count}: need 0 <= index < count")
     base = load_base_config(sweep)
     specs = plan(sweep, base)
+    bad = [i for i in (only or ()) if not 0 <= i < len(specs)]
+    if bad:
+        raise ConfigError(f"--run_index {bad[0]} is outside the plan's {len(specs)} runs (0..{len(specs) - 1}); "
+                          f"list them with --dry_run")
+    writer = jax.process_index() == 0
     os.makedirs(os.path.join(sweep_dir, "runs"), exist_ok=True)
     meta_path = os.path.join(sweep_dir, "sweep.json")
     history = read_json(meta_path).get("invocations", []) if os.path.isfile(meta_path) else []
     meta = {"sweep_config": json.loads(config_lib.to_json(sweep)),
             "runs": [dataclasses.asdict(s) for s in specs], "invocations": history}
-    if idx == 0:
+    if writer and (idx == 0 or only is not None):     # every array job writes the same plan
         write_json(meta_path, meta)
     t_start, load_start = time.time(), _loadavg()
     trained = 0
     for i, spec in enumerate(specs):
-        if i % count != idx:
+        if (i not in only) if only is not None else (i % count != idx):
             continue
         cfg = run_config(base, spec)
         sha = _fingerprint(cfg)
@@ -454,14 +462,16 @@ def run_sweep(sweep: ml_collections.ConfigDict, sweep_dir: str, *, devices=None,
             log(f"{tag}: finished earlier, skipped")
             continue
         os.makedirs(workdir, exist_ok=True)
-        write_json(run_path, {"name": spec.name, "config_sha": sha, "overrides": spec.overrides})
+        if writer:
+            write_json(run_path, {"name": spec.name, "config_sha": sha, "overrides": spec.overrides})
         log(f"{tag}: training {spec.overrides['train.total_steps']} steps "
             f"({', '.join(f'{a}={_fmt(v)}' for a, v in spec.axes.items())})")
         record = _train_one(cfg, spec, workdir, sha, devices)
         if record is None:
             log(f"{tag}: preempted (SIGTERM); its checkpoint is saved, rerun the sweep to resume it")
             break
-        write_json(rec_path, record)
+        if writer:
+            write_json(rec_path, record)
         trained += 1
         if record["status"] == "diverged":
             log(f"{tag}: DIVERGED, recorded and excluded from fits: {record['error'].split('. ')[0]}")
@@ -469,10 +479,13 @@ def run_sweep(sweep: ml_collections.ConfigDict, sweep_dir: str, *, devices=None,
             se = f" +- {record['loss_se']:.4f}" if record.get("loss_se") is not None else ""
             log(f"{tag}: eval loss {record['loss']:.4f}{se}, top-1 {record['top1']:.4f}, N={record['N']:,}, "
                 f"D={record['D']:,}, C={record['C'] or float('nan'):.3g} FLOPs, {record['wall_s']:.0f}s")
-        _write_runs_jsonl(sweep_dir, specs)
+        if writer:
+            write_runs_jsonl(sweep_dir, [s.name for s in specs])
     records = read_records(sweep_dir, [s.name for s in specs])
-    _write_runs_jsonl(sweep_dir, specs)
-    if idx == 0 and trained:     # what each invocation that trained something took, and the machine's load
+    if writer:
+        write_runs_jsonl(sweep_dir, [s.name for s in specs])
+    # parallel array jobs would race on one history list; their records keep their wall time
+    if writer and idx == 0 and only is None and trained:     # what each invocation that trained something took, and the machine's load
         history.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t_start)),
                         "trained": trained, "wall_s": time.time() - t_start, "loadavg_1m_start": load_start,
                         "loadavg_1m_end": _loadavg(), "cpu_count": os.cpu_count()})
@@ -481,12 +494,3 @@ def run_sweep(sweep: ml_collections.ConfigDict, sweep_dir: str, *, devices=None,
     log(f"sweep: {len(records)}/{len(specs)} runs recorded ({trained} trained now"
         f"{f', {missing} left to other shards or still to run' if missing else ''})")
     return records
-
-
-def _write_runs_jsonl(sweep_dir: str, specs: Sequence[RunSpec]) -> None:
-    path = os.path.join(sweep_dir, "runs.jsonl")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        for r in read_records(sweep_dir, [s.name for s in specs]):
-            fh.write(json.dumps(r, allow_nan=False) + "\n")
-    os.replace(tmp, path)

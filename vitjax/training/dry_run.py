@@ -26,7 +26,7 @@ def format_dry_run(r: dict[str, Any]) -> str:
             return "     n/a"
         return f"{b / 2**30:8.3f} GiB" if b >= 2**30 else f"{b / 2**20:8.2f} MiB"
     lines = [f"dry run: {r['params'] / 1e6:.1f}M params on {r['devices']} devices, mesh {r['mesh']} "
-             f"(compiled in {r['compile_seconds']:.1f}s)",
+             f"(traced in {r['trace_seconds']:.1f}s, compiled in {r['compile_seconds']:.1f}s)",
              "per-device memory:",
              f"  params        {gib(r['bytes_params'])}",
              f"  optimizer     {gib(r['bytes_optimizer'])}",
@@ -66,7 +66,7 @@ def dry_run_report(trainer) -> dict[str, Any]:
         "bytes_generated_code": int(getattr(mem, "generated_code_size_in_bytes", 0)) if mem else None,
         "flops_per_device": trainer.flops_per_device,
         "collectives": count_collectives(compiled.as_text()),
-        "compile_seconds": trainer.compile_seconds,
+        "compile_seconds": trainer.compile_seconds, "trace_seconds": trainer.trace_seconds,
     }
     known = [report[k] for k in ("bytes_params", "bytes_optimizer", "bytes_batch", "bytes_temporaries")]
     report["bytes_total"] = sum(x for x in known if x)

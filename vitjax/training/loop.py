@@ -1,8 +1,18 @@
 """Pieces of the train loop that are not the step: the window of train metrics between log steps
-(with throughput and MFU), SIGTERM/Ctrl-C handling, the checks a run makes before any work
-(``check_start``), and the progress bar."""
+(with throughput and MFU), the device feed and the late metric fetch that keep the host from
+waiting on the device between steps, SIGTERM/Ctrl-C handling, the checks a run makes before any
+work (``check_start``), and the progress bar.
+
+How a step overlaps (``Trainer._train``): step N is dispatched (jax returns at once), then the host
+reads and places batch N+1 on the devices (``DeviceFeed.prefetch``), then fetches the metrics of
+step N-1 (``MetricFetcher``), which are ready or nearly so while step N runs. The host only waits
+for the current step where it must: before a checkpoint (a NaN step is never saved), an
+evaluation, and the run's end.
+"""
 from __future__ import annotations
 
+import collections
+import json
 import os
 import signal
 import sys
@@ -15,6 +25,14 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from vitjax.config import ConfigError
+
+# With several processes the preemption flag is agreed by an all-gather, which waits for the step
+# in flight; asking every step would make every step wait. A preemption notice gives ~30 s.
+PREEMPTION_CHECK_STEPS = 10
+
+
+class NonFiniteError(FloatingPointError):
+    """Loss or gradient norm became NaN/Inf; the run stops without saving the bad state."""
 
 
 class MetricWindow:
@@ -62,6 +80,86 @@ class MetricWindow:
         return record
 
 
+class DeviceFeed:
+    """The train batches, each read and placed on the devices (``put``: host-local -> global array)
+    while the previous step runs.
+
+    The data iterator is one batch ahead while a batch waits here, so a checkpoint must record the
+    iterator as it was before that batch: ``checkpoint_iterator()`` gives what to save, and a resume
+    replays the waiting batch exactly.
+    """
+
+    def __init__(self, data_it, put):
+        self.data_it, self.put = data_it, put
+        self._ready = None                # (global batch, iterator state before it was read)
+
+    def prefetch(self) -> None:
+        """Reads and places the next batch (no-op when one is waiting)."""
+        if self._ready is None:
+            before = self.data_it.get_state()
+            self._ready = (self.put(next(self.data_it)), before)
+
+    def next(self):
+        self.prefetch()
+        batch, self._ready = self._ready[0], None
+        return batch
+
+    def checkpoint_iterator(self):
+        """What ``Checkpointer.save`` should record for the data: the iterator, or its state before
+        the batch that is waiting (grain's checkpoint handler reads ``get_state()`` as JSON bytes)."""
+        if self._ready is None:
+            return self.data_it
+        return _IteratorState(self._ready[1])
+
+
+class _IteratorState:
+    def __init__(self, state):
+        self.state = state
+
+    def get_state(self) -> bytes:
+        return json.dumps(self.state, indent=4).encode()
+
+
+class MetricFetcher:
+    """Fetches each step's metrics from the device ``lag`` steps after dispatching it, checks them
+    (NaN/Inf stops the run), adds them to the window, and calls ``on_log(step)`` for log steps.
+
+    Attributes:
+      window: the ``MetricWindow`` the fetched metrics go to; a fetch counts one timed step.
+      last_good: callable giving (latest checkpoint step, checkpoint folder) for the NaN message
+        (it waits for pending saves first).
+    """
+
+    def __init__(self, window: MetricWindow, last_good, on_log, lag: int = 1):
+        self.window, self.last_good, self.on_log, self.lag = window, last_good, on_log, lag
+        self.pending: collections.deque = collections.deque()
+
+    def push(self, step: int, metrics, log: bool) -> None:
+        self.pending.append((step, metrics, log))
+        while len(self.pending) > self.lag:
+            self._fetch(*self.pending.popleft())
+
+    def drain(self) -> None:
+        """Waits for every dispatched step and fetches its metrics."""
+        while self.pending:
+            self._fetch(*self.pending.popleft())
+
+    def _fetch(self, step: int, m, log: bool) -> None:
+        m = jax.device_get(m)
+        if not bool(m.pop("train/finite")):
+            latest, directory = self.last_good()
+            raise NonFiniteError(
+                f"loss or gradient norm is NaN/Inf at step {step} (loss={float(m['train/loss'])}, "
+                f"grad_norm={float(m['train/grad_norm'])}). Stopped without saving it; the last good "
+                f"checkpoint is step {latest} in {directory}. Lower optim.lr, raise "
+                f"optim.warmup_steps or set optim.clip_norm, then rerun to resume from there.")
+        self.window.add(m)
+        if self.window.timing:
+            self.window.tick()
+        if log:
+            self.on_log(step)
+
+
 class Preemption:
     """SIGTERM (what TPU/cloud preemption sends) or Ctrl-C (SIGINT) -> stop at the next step boundary
     after a checkpoint. A second Ctrl-C raises KeyboardInterrupt at once (no checkpoint).
@@ -86,9 +184,13 @@ class Preemption:
         self.flag = True
         self.received = self.received or signal.Signals(signum).name
 
-    def requested(self) -> bool:
+    def requested(self, step: int | None = None) -> bool:
+        """This process's flag; with several processes the flag OR-reduced across them, asked only
+        every ``PREEMPTION_CHECK_STEPS`` steps (``step``: the steps done, the same on every process)."""
         if jax.process_count() == 1:
             return self.flag
+        if step is not None and step % PREEMPTION_CHECK_STEPS:
+            return False
         return bool(np.any(multihost_utils.process_allgather(np.array(self.flag))))
 
     def describe(self) -> str:
@@ -126,5 +228,7 @@ def check_start(config, batch_size: int, train_examples: int, workdir: str) -> N
 
 
 def progress_bar(total: int, initial: int, enabled: bool):
+    """The step bar. The trainer opens it once the first step has compiled and run, so its rate and
+    ETA never count the compile, and its own lines go through ``bar.write`` (no torn bar)."""
     return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
                 mininterval=0.5 if sys.stderr.isatty() else 10.0, file=sys.stderr)

@@ -13,6 +13,7 @@ import optax
 from flax import linen as nn
 
 from vitjax.objectives.base import Objective, RunInfo
+from vitjax.training.gradcache import cached_loss_and_grads, supports_gradient_caching
 
 
 @flax.struct.dataclass
@@ -44,7 +45,10 @@ class StepFn:
         """(loss, metrics, aux, grads), averaged over ``num_micro`` micro-batches.
 
         Accumulation is a ``lax.scan`` inside the jitted step, so the global batch (and the update)
-        stays the same while activation memory shrinks by the number of micro-batches. ``extra`` is
+        stays the same while activation memory shrinks by the number of micro-batches. An objective
+        whose loss couples the examples (contrastive) and defines ``embed_for_loss`` /
+        ``loss_from_embeddings`` gets gradient caching instead (``vitjax.training.gradcache``): the
+        full-batch loss and gradients, exactly. ``extra`` is
         the objective's own state; ``aux`` is what the objective returns for its state update
         (averaged like the metrics); ``step`` (traced) drives the objective's own schedules.
         """
@@ -67,6 +71,9 @@ class StepFn:
             return nn.with_logical_constraint(x, (None, "act_batch") + (None,) * (x.ndim - 2))
 
         micro = jax.tree.map(split, batch)
+        if supports_gradient_caching(self.objective):
+            return cached_loss_and_grads(self.objective, self.model, params, extra, micro, rng, n, split,
+                                         step=step, run=self.run)
 
         def body(carry, xs):
             b, i = xs

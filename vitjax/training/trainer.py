@@ -35,12 +35,15 @@ from vitjax.models import build_model
 from vitjax.objectives import create_objective
 from vitjax.objectives.base import RunInfo
 from vitjax.param_tree import strip_boxes
+from vitjax.training import compile_cache
 from vitjax.training import dry_run as dry_run_lib
 from vitjax.training.batches import BatchRunner, mesh_context
 from vitjax.training.checkpoint import Checkpointer
+from vitjax.training.exports import check_export_targets, write_export_targets
 from vitjax.training.flops import compiled_flops, device_peak_flops
 from vitjax.training.init_weights import init_params
-from vitjax.training.loop import MetricWindow, Preemption, check_start, progress_bar
+from vitjax.training.loop import (DeviceFeed, MetricFetcher, MetricWindow, NonFiniteError, Preemption, check_start,
+                                  progress_bar)
 from vitjax.training.metrics import MetricWriter
 from vitjax.training.optim import make_optimizer, with_objective_freezing
 from vitjax.training.step import StepFn, TrainState
@@ -53,16 +56,13 @@ log = logging.getLogger("vitjax")
 __all__ = ["NonFiniteError", "RunSummary", "TrainState", "Trainer"]
 
 
-class NonFiniteError(FloatingPointError):
-    """Loss or gradient norm became NaN/Inf; the run stops without saving the bad state."""
-
-
 class Trainer:
     """Builds everything a run needs from a config; ``train()`` runs it, ``evaluate()`` scores it."""
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str, devices=None, load_data: bool = True):
         config_lib.validate(config)
         self.config = config
+        compile_cache.configure(config.train)     # before anything compiles
         self.workdir = os.path.abspath(workdir)
         try:
             self.mesh = sh.make_mesh(config.get("mesh", {"data": -1}), devices)
@@ -125,7 +125,8 @@ class Trainer:
         self.eval_context = EvalContext(model=self.model, objective=self.objective, config=config,
                                         train_source=self.train_source, eval_source=self.eval_source,
                                         map_batches=self.map_batches)
-        self.flops_per_device, self.compile_seconds = None, None
+        # trace: jax tracing + lowering to HLO (every start); compile: XLA, or a compile-cache load
+        self.flops_per_device, self.compile_seconds, self.trace_seconds = None, None, None
         self.state, self.batches, self._compiled_step = None, None, None
 
     # ----------------------------------------------------------------- state and shardings
@@ -203,8 +204,10 @@ class Trainer:
                              donate_argnums=(0,))
             with self.mesh_context():
                 t0 = time.time()
-                self._compiled_step = jitted.lower(self.abstract_state, self.batches.abstract_batch(batch)).compile()
-                self.compile_seconds = time.time() - t0
+                lowered = jitted.lower(self.abstract_state, self.batches.abstract_batch(batch))
+                t1 = time.time()
+                self._compiled_step = lowered.compile()
+                self.trace_seconds, self.compile_seconds = t1 - t0, time.time() - t1
             # XLA reports the per-device program's FLOPs under SPMD partitioning.
             self.flops_per_device = compiled_flops(self._compiled_step)
         return self._compiled_step
@@ -250,6 +253,7 @@ class Trainer:
         run's summary; ``eval_loss_per_example`` adds the final params' per-example eval losses.
         One run per workdir: ``<workdir>/run.lock`` is held meanwhile (``vitjax.training.workdir_lock``)."""
         check_start(self.config, self.batch_size, len(self.train_source), self.workdir)
+        check_export_targets(self.config, self.model)    # config.export.formats: every blocker, before training
         lock = lock_workdir(self.workdir)
         try:
             return self._train(eval_loss_per_example)
@@ -283,7 +287,7 @@ class Trainer:
         if is_main:   # config.json (changes on resume logged, old file kept), class_names.json
             record_run(self.workdir, cfg, latest, self.train_source, getattr(self.model, "num_classes", None))
         start = int(jax.device_get(state.step))
-        writer = MetricWriter(self.workdir, tensorboard=config_defaults.get(tc, "train", "tensorboard"))
+        writer = MetricWriter.from_config(self.workdir, cfg)
         n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(self.abstract_state.params))
         if is_main:
             print(f"vitjax: {n_params / 1e6:.2f}M params, mesh {dict(self.mesh.shape)}, "
@@ -294,56 +298,48 @@ class Trainer:
         eval_every = int(config_defaults.get(tc, "train", "eval_every_steps")) or self.total_steps
         ckpt_every = int(config_defaults.get(tc, "train", "checkpoint_every_steps")) or self.total_steps
         window = MetricWindow(self.batch_size, self.steps_per_epoch, device_peak_flops())
-        bar = progress_bar(self.total_steps, start, is_main)
-        pending = None            # (step, device metrics) of the step in flight
+        bar = None                # opened after the first step, so its ETA leaves out the compile
         final_eval: dict[str, float] = {}
         self.preempted_at, self.stop_signal = None, None
         preemption = Preemption()
         done = start
+        feed = DeviceFeed(data_it, lambda b: sh.host_local_to_global(b, self.mesh, self.rules))
 
-        def consume(pending):
-            step_no, m = pending
-            m = jax.device_get(m)
-            if not bool(m.pop("train/finite")):
-                ckpt.wait()
-                raise NonFiniteError(
-                    f"loss or gradient norm is NaN/Inf at step {step_no} (loss={float(m['train/loss'])}, "
-                    f"grad_norm={float(m['train/grad_norm'])}). Stopped without saving it; the last good "
-                    f"checkpoint is step {ckpt.latest_step()} in {ckpt.directory}. Lower optim.lr, raise "
-                    f"optim.warmup_steps or set optim.clip_norm, then rerun to resume from there.")
-            window.add(m)
+        def on_log(step_no):
+            record = window.record(step_no, self.flops_per_device)
+            writer.write(step_no, record)
+            if bar is not None:
+                bar.set_postfix(loss=f"{record['train/loss']:.4f}",
+                                img_s=f"{record.get('train/img_per_sec', 0):.0f}", refresh=False)
 
+        fetcher = MetricFetcher(window, lambda: (ckpt.wait(), ckpt.latest_step(), ckpt.directory)[1:], on_log)
         try:
             for step in range(start, self.total_steps):
-                batch = sh.host_local_to_global(next(data_it), self.mesh, self.rules)
-                state, metrics = self.compiled_train_step(batch)(state, batch)
-                if pending is not None:
-                    consume(pending)
-                pending = (step + 1, metrics)
+                batch = feed.next()
+                state, metrics = self.compiled_train_step(batch)(state, batch)   # returns before the step ends
                 done = step + 1
-                if not window.timing:                   # exclude compile + first step from speed
-                    jax.block_until_ready(metrics)
-                    window.start_timing()
-                    if is_main and self.flops_per_device:
-                        print(f"vitjax: step compiled in {self.compile_seconds:.1f}s; "
-                              f"{self.flops_per_device / 1e9:.2f} GFLOP per device per step (XLA)",
-                              file=sys.stderr)
-                else:
-                    window.tick()
-                bar.update(1)
                 last = done == self.total_steps
-                stopping = preemption.requested()
+                stopping = preemption.requested(done)
                 log_now = done % log_every == 0 or last or stopping
                 save_now = done % ckpt_every == 0 or last or stopping
-                if log_now or save_now:
-                    consume(pending)
-                    pending = None
-                if log_now:
-                    record = window.record(done, self.flops_per_device)
-                    writer.write(done, record)
-                    bar.set_postfix(loss=f"{record['train/loss']:.4f}",
-                                    img_s=f"{record.get('train/img_per_sec', 0):.0f}", refresh=False)
-                if (done % eval_every == 0 or last) and not stopping:
+                eval_now = (done % eval_every == 0 or last) and not stopping
+                if not (last or stopping):
+                    feed.prefetch()                     # the next batch goes up while this step runs
+                fetcher.push(done, metrics, log_now)    # the previous step's metrics
+                if bar is None:                         # compile + first step: out of the timing and ETA
+                    fetcher.drain()
+                    if is_main:
+                        flops = (f"; {self.flops_per_device / 1e9:.2f} GFLOP per device per step (XLA)"
+                                 if self.flops_per_device else "")
+                        print(f"vitjax: step traced in {self.trace_seconds:.1f}s, compiled in {self.compile_seconds:.1f}s"
+                              f"{flops}", file=sys.stderr)
+                    bar = progress_bar(self.total_steps, done, is_main)
+                    window.start_timing()
+                else:
+                    bar.update(1)
+                if save_now or eval_now:                # a NaN step is never saved: check it first
+                    fetcher.drain()
+                if eval_now:
                     final_eval = self.evaluate(self.objective.eval_params(state.params, state.extra))
                     if final_eval:
                         writer.write(done, final_eval)
@@ -352,26 +348,28 @@ class Trainer:
                                       file=sys.stderr)
                     window.start_timing()
                 if save_now:
-                    ckpt.save(done, state, data_it, meta={"model": dict(cfg.model)})
+                    ckpt.save(done, state, feed.checkpoint_iterator(), meta={"model": cfg.model.to_dict()})
                 if stopping:
                     self.preempted_at, self.stop_signal = done, preemption.received or "SIGTERM"
                     if is_main:
                         bar.write(f"vitjax: {preemption.describe()}; saved the step-{done} checkpoint and stopped. "
                                   f"Rerun the same command to resume.", file=sys.stderr)
                     break
-            if pending is not None:
-                consume(pending)
+            fetcher.drain()
         except NonFiniteError as err:   # the summary of the run up to the last finite step (a sweep records it)
             self.state = state
             err.summary = self._summary(state, {}, done, False, status="diverged")   # no final eval
             raise
         finally:
             preemption.restore()
-            bar.close()
+            if bar is not None:
+                bar.close()
             writer.close()
             ckpt.close()
             data_it.close()      # stops grain's prefetch threads and worker processes
         self.state = state
+        if self.preempted_at is None and jax.process_index() == 0:     # config.export.formats
+            write_export_targets(self.workdir, cfg, self.model, self.objective.eval_params(state.params, state.extra))
         return self._summary(state, final_eval, done, eval_loss_per_example)
 
     def _summary(self, state, final_eval, done: int, eval_loss_per_example: bool,
