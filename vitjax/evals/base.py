@@ -134,8 +134,9 @@ class EvalRun:
         if self._feature_fn is None:
             self._feature_fn = self.ctx.objective.feature_fn(self.ctx.model)
         f = self._feature_fn
+        x = getattr(self.ctx.objective, "feature_input", "image")   # token models read "tokens"
         return self.cached(("features", key, value_key(ops), max_examples),
-                           lambda: self.map("features", lambda p, b: {"feat": f(p, b["image"])}, source,
+                           lambda: self.map("features", lambda p, b: {"feat": f(p, b[x])}, source,
                                             ops=ops, max_examples=max_examples))
 
 

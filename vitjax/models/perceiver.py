@@ -40,6 +40,7 @@ import optax
 from flax import linen as nn
 
 from vitjax.kernels.latent_cross_attention import BlockSizes, latent_cross_attention
+from vitjax.models import perceiver_ar_decode
 from vitjax.models.transformer import (
     ACT_HEADS, ACT_TOKENS, Attention, EncoderBlock, Einsum, LayerNorm, MlpBlock, _p, remat_block)
 from vitjax.models.registry import build_module, register_model
@@ -205,7 +206,11 @@ class Perceiver(nn.Module):
       max_resolution: mu, the resolution whose Nyquist frequency is the top band (None: image_size).
       concat_pos: concatenate raw coordinates to the sin/cos features (the d in d(2K+1)).
       decoder: "pool" (Perceiver), "query" (Perceiver IO classification), "dense" (per position).
-      attention: latent cross-attention implementation: None/"auto", "pallas" or "reference".
+      attention: the implementation of both attentions (``model.attention``): None/"auto", "pallas"
+        (the latent cross-attention kernel, and flash attention for the latent self-attention),
+        "reference"/"xla" (the jnp cross-attention and XLA self-attention), or any other
+        ``vitjax.models.attention`` name for the latent self-attention (the cross-attention then
+        chooses automatically). attention_options: that implementation's options.
       attention_interpret: run the Pallas kernel in the Pallas interpreter (None: compiled for TPU/GPU;
         "pallas" on a CPU host needs True).
       block_q, block_kv: the kernel's forward tile sizes (None: its defaults).
@@ -237,6 +242,7 @@ class Perceiver(nn.Module):
     head_zero_init: bool = False
     attention: str | None = None
     attention_interpret: bool | None = None
+    attention_options: Any = None
     block_q: int | None = None
     block_kv: int | None = None
     remat: str | bool | None = None
@@ -298,7 +304,9 @@ class Perceiver(nn.Module):
         kw = dict(num_heads=self.num_cross_heads, widening_factor=self.cross_widening_factor,
                   qk_channels=self.cross_qk_channels, v_channels=self.cross_v_channels,
                   use_query_residual=True, dropout=self.dropout, layernorm_eps=self.layernorm_eps,
-                  activation=self.activation, attention=self.attention, interpret=self.attention_interpret,
+                  activation=self.activation, interpret=self.attention_interpret,
+                  attention=self.attention if self.attention in (None, "auto", "pallas", "reference") else (
+                      "reference" if self.attention == "xla" else None),
                   block_sizes=BlockSizes(block_q=self.block_q, block_kv=self.block_kv),
                   dtype=self.dtype, param_dtype=self.param_dtype)
         kw.update(overrides)
@@ -307,7 +315,14 @@ class Perceiver(nn.Module):
     def _self(self, name):
         block = remat_block(EncoderBlock, self.remat)
         return block(self.num_self_heads, self.self_widening_factor * self.latent_dim, self.dropout, 0.0,
-                     0.0, self.layernorm_eps, self.activation, True, self.dtype, self.param_dtype, name=name)
+                     0.0, self.layernorm_eps, self.activation, True, self.dtype, self.param_dtype,
+                     self._self_attention(), self.attention_options, name=name)
+
+    def _self_attention(self):
+        # The interpreter flag belongs to the cross-attention kernel; the latent self-attention then runs XLA.
+        if self.attention == "reference" or (self.attention == "pallas" and self.attention_interpret):
+            return "xla"
+        return self.attention
 
     def encode(self, inputs, mask=None, *, train: bool = False):
         """inputs [B, N, F], mask [B, N] -> latents [B, num_latents, latent_dim]."""
@@ -429,6 +444,16 @@ class PerceiverAR(nn.Module):
     def example_inputs(self, batch_size: int = 1) -> tuple:
         """Shapes of ``model.init``'s inputs: a full-length token batch."""
         return (jax.ShapeDtypeStruct((batch_size, self.max_len), jnp.int32),)
+
+    # The vitjax.generation protocol (cached sampling; vitjax/models/perceiver_ar_decode.py).
+    def init_cache(self, batch_size: int, length: int) -> dict:
+        return perceiver_ar_decode.init_cache(self, batch_size, length)
+
+    def prefill(self, inputs, lengths, cache):
+        return perceiver_ar_decode.prefill(self, self.variables["params"], inputs, lengths, cache)
+
+    def decode_step(self, tokens, positions, cache):
+        return perceiver_ar_decode.decode_step(self, self.variables["params"], tokens, positions, cache)
 
     @nn.compact
     def __call__(self, tokens, *, train: bool = False):

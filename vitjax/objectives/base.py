@@ -155,6 +155,9 @@ class Objective(abc.ABC):
                     f"for 3) or set model.image_size / model.in_channels to match the data")
 
     # ------------------------------------------------------------------------------ evaluation
+    #: The batch key ``feature_fn`` reads ("tokens" for autoregressive models over pixel tokens).
+    feature_input = "image"
+
     def feature_fn(self, model):
         """``fn(params, images [B, H, W, C]) -> [B, D]``: the frozen features that representation
         evaluators (kNN, NCM, linear probe) score. Default: the model's pooled features before its
