@@ -3,6 +3,7 @@
     python -m vitjax.data convert --image-folder DIR --out DATA_DIR --name NAME [--holdout 0.1]
     python -m vitjax.data convert --pairs 'shards/{00000..00099}.tar' --out DATA_DIR --name NAME
     python -m vitjax.data convert --pairs captions.csv --out DATA_DIR --name NAME
+    python -m vitjax.data convert --coco ANNOTATIONS.json --images DIR --out DATA_DIR --name NAME
 
 Then train on it with ``--config.input.data.name=NAME --config.input.data.data_dir=DATA_DIR``.
 """
@@ -26,6 +27,9 @@ def parse_args(argv=None):
     src.add_argument("--pairs", nargs="+", metavar="PATH",
                      help="webdataset .tar shards (globs and {000..099} ranges allowed), folders of "
                           "them, or .csv/.tsv/.jsonl tables of (path, caption)")
+    src.add_argument("--coco", metavar="ANNOTATIONS.json",
+                     help="COCO object-detection annotations (with --images DIR): images with boxes")
+    c.add_argument("--images", metavar="DIR", help="with --coco: the folder of the images it names")
     c.add_argument("--out", required=True, metavar="DATA_DIR", help="the data_dir to write into")
     c.add_argument("--name", required=True, help="dataset name: lower-case letters, digits, _")
     c.add_argument("--holdout", type=float, default=None,
@@ -51,7 +55,10 @@ def main(argv=None) -> int:
               quality=args.quality, max_bad_fraction=args.max_bad_fraction, overwrite=args.overwrite,
               shard_bytes=args.shard_mb << 20, progress=not args.quiet)
     try:
-        if args.image_folder:
+        if args.coco:
+            summary = cv.convert_coco(args.coco, args.images, args.out, args.name, holdout=args.holdout or 0.0,
+                                      **kw)
+        elif args.image_folder:
             summary = cv.convert_image_folder(args.image_folder, args.out, args.name,
                                               holdout=args.holdout, **kw)
         else:

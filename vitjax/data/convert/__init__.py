@@ -3,11 +3,13 @@
     python -m vitjax.data convert --image-folder DIR --out DATA_DIR --name NAME [--holdout 0.1]
     python -m vitjax.data convert --pairs 'shards/{00000..00099}.tar' --out DATA_DIR --name NAME
     python -m vitjax.data convert --pairs captions.csv --out DATA_DIR --name NAME
+    python -m vitjax.data convert --coco ANNOTATIONS.json --images DIR --out DATA_DIR --name NAME
 
 Inputs:
 * image folder: ``DIR/<class>/<image>`` (sub-folders inside a class are fine), or ``DIR/train/<class>/``
   with ``DIR/val/<class>/`` (split "validation") and/or ``DIR/test/<class>/``. Without a val tree a
   seeded, per-class hold-out fraction becomes "validation". Labels are the sorted class-folder names.
+* coco: a COCO object-detection annotation file and its image folder (``convert/coco.py``).
 * pairs: webdataset ``.tar`` shards (``KEY.jpg`` + ``KEY.txt``, or ``KEY.json`` with "caption", as
   img2dataset writes them), or a CSV/TSV/JSONL table of (path, caption), paths relative to the table.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from vitjax.data.dataset_writer import check_target
+from vitjax.data.convert.coco import scan_coco
 from vitjax.data.convert.encode import EncodeOptions, run_conversion
 from vitjax.data.convert.inputs import (ConvertError, Item, expand_braces, scan_image_folder,  # noqa: F401
                                         scan_pairs)
@@ -79,6 +82,26 @@ def convert_pairs(paths: Sequence[str] | str, out: str, name: str, *, holdout: f
     return run_conversion(splits, opts, out=out, name=name, source=" ".join(paths), skipped=skipped,
                           workers=workers, seed=seed, max_bad_fraction=max_bad_fraction,
                           overwrite=overwrite, shard_bytes=shard_bytes, progress=progress, rerun=rerun)
+
+
+def convert_coco(annotations: str, images: str, out: str, name: str, *, holdout: float = 0.0, seed: int = 0,
+                 workers: int | None = None, max_short_side: int | None = None, quality: int = 95,
+                 max_bad_fraction: float = 0.01, overwrite: bool = False,
+                 shard_bytes: int = 256 << 20, progress: bool = True) -> dict[str, Any]:
+    """Converts COCO-format detection annotations + images (``vitjax.data.convert.coco``)."""
+    if images is None:
+        raise ConvertError("--coco needs --images DIR, the folder its file_name entries are relative to")
+    if max_short_side is not None:
+        raise ConvertError("--max-short-side is not supported with --coco: resizing would move the boxes; "
+                           "convert at full size and resize with the det_resize op")
+    check_target(out, name, overwrite)
+    _refuse_catalog_name(name)
+    rerun = f"python -m vitjax.data convert --coco {annotations} --images {images} --out {out} --name {name}"
+    splits, class_names, skipped = scan_coco(annotations, images, holdout, seed)
+    opts = EncodeOptions("detection", tuple(class_names), quality, None)
+    return run_conversion(splits, opts, out=out, name=name, source=annotations, skipped=skipped, workers=workers,
+                          seed=seed, max_bad_fraction=max_bad_fraction, overwrite=overwrite,
+                          shard_bytes=shard_bytes, progress=progress, rerun=rerun)
 
 
 def _refuse_catalog_name(name: str) -> None:

@@ -28,7 +28,7 @@ log = logging.getLogger("vitjax.data")
 @dataclasses.dataclass
 class EncodeOptions:
     """What the encoding workers need to know (picklable: it is sent to each worker)."""
-    kind: str                      # "classes" or "pairs"
+    kind: str                      # "classes", "pairs" or "detection"
     class_names: tuple[str, ...] = ()
     quality: int = 95
     max_short_side: int | None = None
@@ -40,6 +40,9 @@ def features_for(opts: EncodeOptions):
     f = {"image": tfds.features.Image(encoding_format="jpeg"), "file_name": tfds.features.Text()}
     if opts.kind == "classes":
         f["label"] = tfds.features.ClassLabel(names=list(opts.class_names))
+    elif opts.kind == "detection":      # vitjax.data.convert.coco; class names go to the summary
+        f["boxes"] = tfds.features.Tensor(shape=(None, 4), dtype=np.float32)
+        f["labels"] = tfds.features.Tensor(shape=(None,), dtype=np.int64)
     else:
         f["text"] = tfds.features.Text()
     return tfds.features.FeaturesDict(f)
@@ -109,6 +112,8 @@ def encode_item(item: Item) -> tuple[bytes | None, str, int]:
     ex = {"image": jpeg, "file_name": item.name}
     if opts.kind == "classes":
         ex["label"] = item.label
+    elif opts.kind == "detection":
+        ex["boxes"], ex["labels"] = item.boxes, item.box_labels
     else:
         ex["text"] = item.text
     return _WORKER["serialize"](ex), how, len(jpeg)
@@ -182,7 +187,7 @@ def run_conversion(splits: dict[str, list[Item]], opts: EncodeOptions, *, out: s
             "skipped_files": {r: v for r, v in examples.items()}, "encoding": dict(hows),
             "seconds": round(seconds, 3), "workers": workers, "command": rerun,
         }
-        if opts.kind == "classes":
+        if opts.kind in ("classes", "detection"):
             summary["class_names"] = list(opts.class_names)
         w.finish(description=f"Converted by vitjax from {source}.", extra=summary)
     return summary

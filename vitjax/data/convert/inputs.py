@@ -40,6 +40,8 @@ class Item:
     offset: int = -1
     size: int = 0
     data: bytes | None = None
+    boxes: Any = None              # detection (--coco): float32 [n, 4] xyxy pixels
+    box_labels: Any = None         # detection: int64 [n]
 
 
 def _image_files(folder: str, skipped: list) -> list[str]:
