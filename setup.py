@@ -40,8 +40,17 @@ EXTRAS = {
         "timm>=1.0.31,<1.1",
         "open-clip-torch>=3.3.0,<3.4",
     ],
+    # python -m vitjax.export --format onnx (with the torch extra): torch.onnx.export's default
+    # exporter since torch 2.9 (dynamo=True, torch.export) translates with onnxscript / onnx-ir;
+    # onnxruntime checks the file against vitjax at export time.
+    "onnx": ["onnx>=1.23.2,<1.24", "onnxscript>=0.7.2,<0.8", "onnx-ir>=1.1.0,<1.2", "onnxruntime>=1.32.0,<1.33"],
+    # The `detection` evaluator's COCO mAP (vitjax.evals.detection): pycocotools is the reference.
+    "detection": ["pycocotools>=2.0.11,<2.1"],
+    # train.wandb=True: Weights & Biases logging (offline mode works without an account).
+    "wandb": ["wandb>=0.31.0,<0.32"],
     # pytest-xdist: the README's test command runs the suite on 2 workers (CI budget: 20 minutes).
-    "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "matplotlib>=3.8,<4"],
+    "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "matplotlib>=3.8,<4", "wandb>=0.31.0,<0.32",
+             "pycocotools>=2.0.11,<2.1"],
 }
 
 setup(

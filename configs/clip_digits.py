@@ -23,6 +23,12 @@ step 250), eval/i2t_r1 = 0.058, i2t_r5 = 0.208, i2t_r10 = 0.378, eval/t2i_r1 = 0
 t2i_r10 = 0.339; final train loss 2.18 (log 128 = 4.85 at start), eval loss 2.81. The linear
 probe (added afterwards; measured on that run's final checkpoint with ``Trainer.evaluate``):
 eval/probe_linear_top1 = 0.964.
+
+Export: this demo's towers cannot be written as open_clip (GAP image tower, 1-channel input) or HF
+CLIP (GAP; the bytes tokenizer's end id 2, which HF reads as "argmax of the ids"); ``python -m
+vitjax.export`` lists every reason at once, and ``--config.export.formats="['open_clip']"`` refuses
+the run before training with the same list. ``--config.model.vision_pool=token`` plus
+``--config.model.in_channels=3`` and a ``to_rgb`` op make it an open_clip CLIP.
 """
 import ml_collections
 

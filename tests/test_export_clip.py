@@ -196,3 +196,43 @@ def test_unexportable_and_mismatched_checkpoints_fail_clearly():
     del sd["ln_final.weight"]
     with pytest.raises(ValueError, match="lacks 'ln_final.weight'"):
         ex.from_open_clip(sd, model)
+
+
+def test_the_digits_demo_learns_every_export_blocker_at_once_before_training(tmp_path):
+    """configs/clip_digits.py (GAP image tower, 1 channel, the bytes tokenizer's end id 2) cannot be
+    written as open_clip or HF CLIP: every reason comes in one message, at start-up when
+    config.export.formats asks for those formats, each naming the setting to change."""
+    from vitjax.config import ConfigError, load_config_file
+    from vitjax.interop.registry import export_blockers
+    from vitjax.models import build_model
+    from vitjax.training.exports import check_export_targets
+
+    cfg = load_config_file("configs/clip_digits.py")
+    model = build_model(cfg)
+    oc, hf = export_blockers(model, "open_clip"), export_blockers(model, "hf")
+    assert [w.split(":")[0] for w in oc] == ["model.vision_pool='gap'", "model.in_channels=1"]
+    assert [w.split(":")[0] for w in hf] == ["model.vision_pool='gap'", "model.text_pool='eos' with eos_id=2"]
+    assert "set model.in_channels=3 and add dict(op='to_rgb')" in oc[1]
+    assert export_blockers(model, "timm") == ["a CLIP cannot be exported as --format timm; see python -m "
+                                              "vitjax.export --help for what each model supports (a CLIP "
+                                              "exports as: hf, open_clip)"]
+    with pytest.raises(ValueError, match=r"open_clip: model.vision_pool='gap'.*; model.in_channels=1"):
+        ex.open_clip_config(model)
+    cfg.export.formats = ["open_clip", "hf"]
+    with pytest.raises(ConfigError) as e:
+        check_export_targets(cfg, model)
+    msg = str(e.value)
+    assert msg.startswith("config.export.formats=['open_clip', 'hf'] cannot be written for this CLIP: "
+                          "--format open_clip: model.vision_pool='gap'")
+    assert msg.count("model.vision_pool='gap'") == 2 and "in_channels=1" in msg and "eos_id=2" in msg
+    assert "\n" not in msg
+    # The trainer asks before anything is compiled or written.
+    from vitjax.training.trainer import Trainer
+    wd = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"^config.export.formats=\['open_clip', 'hf'\] cannot be written"):
+        Trainer(cfg, str(wd), devices=jax.devices()[:1]).train()
+    assert not wd.exists()
+    # A class-token, 3-channel tower with argmax pooling exports to both.
+    ok = model.clone(vision_pool="token", in_channels=3, text_pool="argmax")
+    assert export_blockers(ok, "open_clip") == [] and export_blockers(ok, "hf") == []
+    check_export_targets(cfg, ok)

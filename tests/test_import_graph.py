@@ -7,12 +7,14 @@ from conftest import REPO
 
 PACKAGE = REPO / "vitjax"
 # Third-party modules that may be imported inside a function: optional extras (the ``torch`` extra,
-# matplotlib for plots, the CLIP/HF tokenizers' regex/ftfy/tokenizers) so that importing vitjax never
+# matplotlib for plots, the CLIP/HF tokenizers' regex/ftfy/tokenizers, the onnx extra's onnxruntime,
+# huggingface_hub for pretrained= hub ids) so that importing vitjax never
 # requires them, and heavy imports only some data sources need (TFDS ~0.5 s, scikit-learn ~1.5 s for
 # the digits), so that converter worker processes and ``python -m vitjax.data`` start fast. Each such
 # import carries a comment (on its line or the three above) saying why it is lazy.
 LAZY_ALLOWED = ("torch", "transformers", "timm", "open_clip", "matplotlib", "safetensors.torch", "tokenizers",
-                "regex", "ftfy", "tensorflow_datasets", "sklearn")
+                "regex", "ftfy", "tensorflow_datasets", "sklearn", "onnxruntime", "huggingface_hub",
+                "pycocotools", "wandb")
 
 
 def _modules() -> dict[str, pathlib.Path]:

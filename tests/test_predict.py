@@ -60,7 +60,9 @@ def photos(tmp_path_factory):
 def photo_run(photos):
     folder, data, root = photos
     wd = str(root / "run")
-    Trainer(_tiny("vit_ti16_photos.py", data), wd, devices=ONE).train()
+    cfg = _tiny("vit_ti16_photos.py", data)
+    cfg.export.formats = ["hf"]                      # written to <workdir>/export/hf when training ends
+    Trainer(cfg, wd, devices=ONE).train()
     return folder, wd
 
 
@@ -193,6 +195,11 @@ def test_class_names_stay_with_the_workdir_and_travel_into_exports(photo_run, tm
 
     hf, tm = str(tmp_path / "hf"), str(tmp_path / "timm")
     assert export_cli(["--workdir", moved, "--format", "hf", "--out", hf]) == 0
+    # The run's own end-of-training export (config.export.formats) wrote the same folder.
+    for name in ("config.json", "preprocessor_config.json"):
+        assert json.load(open(os.path.join(wd, "export", "hf", name))) == json.load(open(os.path.join(hf, name)))
+    assert open(os.path.join(wd, "export", "hf", "model.safetensors"), "rb").read() == \
+        open(os.path.join(hf, "model.safetensors"), "rb").read()
     assert export_cli(["--workdir", moved, "--format", "timm", "--out", tm]) == 0
     c = json.load(open(os.path.join(hf, "config.json")))
     assert c["id2label"] == {"0": "cat", "1": "dog", "2": "fox"} and c["label2id"] == {"cat": 0, "dog": 1, "fox": 2}

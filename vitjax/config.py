@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import shutil
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import ml_collections
 
@@ -82,8 +82,8 @@ def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
 
 
 def _parse_value(text: str, current: Any, key: str) -> Any:
-    if isinstance(current, str):
-        return text
+    if isinstance(current, str):   # strings verbatim, but None unsets (--config.model.variant=None)
+        return None if text == "None" else text
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -109,16 +109,28 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
                       f"(the current value is {current!r})")
 
 
-def set_key(config: ml_collections.ConfigDict, key: str, text: str) -> None:
-    """Sets ``a.b.c`` from its string form; unknown keys raise with the nearest valid ones."""
+def set_key(config: ml_collections.ConfigDict, key: str, text: str,
+            model_options: Callable[[str], Sequence[str]] | None = None) -> None:
+    """Sets ``a.b.c`` from its string form; unknown keys raise with the nearest valid ones.
+    ``model_options(model name)``: the model's options, which ``model.KEY`` may add when the config
+    does not set them (``--config.model.depth=2`` on a config that only names a variant)."""
     parts = key.split(".")
     node = config
+    m = config.get("model")
+    if (model_options is not None and len(parts) == 2 and parts[0] == "model"
+            and isinstance(m, ml_collections.ConfigDict) and parts[1] not in m
+            and parts[1] in model_options(m.get("name", "vit"))):
+        with m.unlocked():
+            m[parts[1]] = _parse_value(text, None, key)
+        return
     for i, part in enumerate(parts):
         # List items (e.g. one data op) by index: input.train_ops.0.num_local
         if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
             part = parts[i] = int(part)
         elif not isinstance(node, (ml_collections.ConfigDict, dict)) or part not in node:
             valid = flat_keys(config)
+            if model_options is not None and parts[0] == "model" and isinstance(m, ml_collections.ConfigDict):
+                valid += [f"model.{k}" for k in model_options(m.get("name", "vit")) if k not in m]
             near = difflib.get_close_matches(key, valid, n=5, cutoff=0.5)
             raise ConfigError(f"unknown config key {key!r}. Nearest valid keys: "
                               f"{', '.join(near) if near else '(none close)'}")
@@ -134,10 +146,13 @@ def set_key(config: ml_collections.ConfigDict, key: str, text: str) -> None:
         node[parts[-1]] = _parse_value(text, current, key)
 
 
-def apply_overrides(config: ml_collections.ConfigDict, args: Sequence[str]) -> ml_collections.ConfigDict:
+def apply_overrides(config: ml_collections.ConfigDict, args: Sequence[str],
+                    model_options: Callable[[str], Sequence[str]] | None = None) -> ml_collections.ConfigDict:
     """Applies ``--config.a.b=v`` / ``--config.a.b v`` arguments in order, then checks that a model
     variant is not shadowed by shape keys set next to it (``check_variant``: the command line and
-    config files; code that builds a config may still shrink a variant on purpose, e.g. depth=2)."""
+    config files; code that builds a config may still shrink a variant on purpose, e.g. depth=2).
+    ``model_options`` (``vitjax.models.registry.model_options``) lets ``model.KEY`` add any option
+    of the config's model that the file leaves at its default."""
     args = list(args)
     i = 0
     while i < len(args):
@@ -153,7 +168,7 @@ def apply_overrides(config: ml_collections.ConfigDict, args: Sequence[str]) -> m
                 raise ConfigError(f"{arg} needs a value: {arg}=VALUE")
             key, text = body, args[i + 1]
             i += 2
-        set_key(config, key, text)
+        set_key(config, key, text, model_options)
     check_variant(config)
     return config
 

@@ -6,7 +6,7 @@ the config file sets wins), so each key below can be overridden on the command l
 not mention it. The code that reads a key takes its default from here too (``default("optim",
 "clip_mode")``), so a config built in Python without the key behaves the same.
 
-Keys every config must set (``model.*``, ``objective.*``, ``input.data``, ``input.batch_size``,
+Keys every config must set (``model.name`` and the model's shape keys, ``objective.*``, ``input.data``, ``input.batch_size``,
 ``input.train_ops``/``eval_ops``, ``optim.lr``, ``train.num_epochs`` or ``train.total_steps``) are not
 here; model and objective options are documented by each model/objective class.
 """
@@ -45,6 +45,13 @@ OPTIONAL: dict[str, dict[str, tuple[Any, str]]] = {
         "checkpoint_every_steps": (0, "checkpoint interval (0: at the end only)"),
         "keep_checkpoints": (3, "checkpoints kept in the workdir"),
         "tensorboard": (True, "also write TensorBoard event files"),
+        "wandb": (False, "also log to Weights & Biases (pip install 'vitjax[wandb]'); the run id is kept in "
+                         "the workdir, so a resume continues the same W&B run"),
+        "wandb_project": ("vitjax", "the W&B project"),
+        "wandb_mode": (None, "W&B mode: online, offline (sync later with `wandb sync`) or disabled; None: "
+                             "wandb's own default ($WANDB_MODE)"),
+        "compile_cache_dir": (None, "JAX's persistent compilation cache folder; None: $VITJAX_COMPILE_CACHE or "
+                                    "~/.cache/vitjax/jax; '': off (vitjax.training.compile_cache)"),
     },
     "input": {
         "num_threads": (2, "decoding/augmentation threads (0: in the main thread)"),
@@ -56,6 +63,22 @@ OPTIONAL: dict[str, dict[str, tuple[Any, str]]] = {
         "data": (-1, "data-parallel axis size (-1: the remaining devices)"),
         "fsdp": (1, "FSDP axis size: params and optimizer state split too"),
         "tensor": (1, "tensor-parallel (Megatron) axis size"),
+        "dcn_data": (1, "multi-slice TPU: data-parallel groups across slices (DCN); data/fsdp/tensor then "
+                        "shape one slice (vitjax.sharding)"),
+    },
+    "export": {
+        "formats": ([], "PyTorch formats written to <workdir>/export/<format> when training ends (e.g. "
+                        "['hf', 'timm']); checked at start-up, so a model a format cannot express fails "
+                        "before training, with every reason at once"),
+        "encoder_only": (False, "export only the encoder (MAE), as python -m vitjax.export --encoder_only"),
+    },
+    "model": {
+        # vitjax.models.attention; families with their own attention (Swin, PVT) take only the defaults.
+        "attention": ("auto", "self-attention implementation: auto, xla, cudnn, pallas, band, dilated, "
+                              "block_local, bigbird, linear or performer (README: Attention implementations)"),
+        "attention_options": (dict(window=64, global_tokens=0, random_blocks=3, block_size=64, dilation=2,
+                                   features=256, seed=0),
+                              "options of the sparse/linear attentions (vitjax.models.attention_core.AttentionOptions)"),
     },
     "init": {
         "path": (None, "pretrained weights: a timm/HF file or a vitjax workdir"),

@@ -1,4 +1,4 @@
-"""``python -m vitjax.export --workdir DIR --format hf|timm|open_clip --out OUT [--step N] [--encoder_only|--student]``.
+"""``python -m vitjax.export --workdir DIR --format hf|timm|open_clip|npz|onnx --out OUT [--step N] [--encoder_only|--student]``.
 
 Writes ``OUT/model.safetensors`` + ``OUT/config.json`` for the workdir's model:
 
@@ -11,6 +11,12 @@ Writes ``OUT/model.safetensors`` + ``OUT/config.json`` for the workdir's model:
 | Swin (v1/v2) | SwinForImageClassification (v1) | SwinTransformer / SwinTransformerV2 | |
 | PVT v2 | | PyramidVisionTransformerV2 | |
 | CLIP | CLIPModel | | --format open_clip: open_clip state dict + model config |
+
+``--format npz`` (ViT with a class token, SigLIP-style MAP towers) writes ``OUT/model.npz`` in the
+big_vision / vision_transformer layout that timm's ``_load_weights`` reads (``vitjax.interop.big_vision``).
+``--format onnx`` (models whose timm twin is the whole model: ViT, DeiT, Swin, PVT) writes
+``OUT/model.onnx`` through that twin and checks it with onnxruntime against vitjax (``vitjax.interop.onnx``;
+needs the ``onnx`` extra).
 
 Class names travel: the run's ``class_names.json`` becomes timm's ``label_names`` and HF's
 ``id2label``/``label2id``. The run's eval preprocessing travels too (``vitjax.interop.preprocessing``):
@@ -29,14 +35,14 @@ its family module (``vitjax.interop.registry``); this module only reads the work
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 import jax
 import numpy as np
 
-from vitjax.interop.registry import exporter
+from vitjax.interop.onnx import export_onnx, onnx_load_snippet
+from vitjax.interop.registry import export_folder
 from vitjax.interop.state_dict import load_snippet
 from vitjax.models.dino import DINO
 from vitjax.training.workdir import class_names, load_workdir, weights_for, workdir_model
@@ -46,7 +52,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m vitjax.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", required=True, help="a vitjax training workdir")
-    p.add_argument("--format", required=True, choices=("hf", "timm", "open_clip"))
+    p.add_argument("--format", required=True, choices=("hf", "timm", "open_clip", "npz", "onnx"))
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     p.add_argument("--encoder_only", action="store_true", help="MAE: export only the encoder (a ViT backbone)")
@@ -66,21 +72,21 @@ def main(argv=None) -> int:
     try:
         n_classes = int(getattr(model, "num_classes", 0) or 0)
         names = class_names(args.workdir, config, n_classes) if n_classes > 0 else None
-        export = exporter(model, args.format, args.encoder_only, config, label_names=names)
-        state, cfg = export.state_dict(params), export.config()
+        if args.format == "onnx":       # not a converter: the timm export, traced and checked
+            result = export_onnx(model, params, args.out, config=config, label_names=names)
+            print(f"wrote {result.path} (onnxruntime vs vitjax on 3 random images: max abs difference "
+                  f"{result.max_abs_diff:.2g}) and config.json")
+            print(f"load with: {onnx_load_snippet(args.out, result.config)}")
+            return 0
+        export, state, cfg, written = export_folder(args.out, model, params, args.format, config=config,
+                                                    encoder_only=args.encoder_only, label_names=names)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    export.writer.write_export(args.out, state, cfg)
-    extra = export.files()
-    for name, content in extra.items():
-        with open(os.path.join(args.out, name), "w") as fh:
-            json.dump(content, fh, indent=2)
-            fh.write("\n")
     n = sum(int(np.prod(v.shape)) for v in state.values())
     what = f" of the DINO {'student' if args.student else 'teacher'}'s backbone" if is_dino else ""
-    print(f"wrote {os.path.join(args.out, 'model.safetensors')} ({len(state)} tensors, {n / 1e6:.2f}M "
-          f"values{what}) and {', '.join(['config.json', *extra])}")
+    print(f"wrote {os.path.join(args.out, written[0])} ({len(state)} tensors, {n / 1e6:.2f}M "
+          f"values{what}) and {', '.join(written[1:])}")
     print(f"load with: {load_snippet(export.kind, args.out, cfg)}")
     return 0
 

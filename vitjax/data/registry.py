@@ -15,8 +15,9 @@ Add an entry with the decorator beside its definition:
         return op
 
 The modules that *use* a table import the modules that *fill* it, so that a table is complete
-whenever it is used: ``sources`` imports ``digits``, ``synthetic_digits`` and ``captions``; ``ops``
-imports ``image_ops``, ``augment`` and ``text``; ``batch_ops`` fills and uses ``BATCH_OPS`` itself.
+whenever it is used: ``sources`` imports ``digits``, ``synthetic_digits``, ``captions`` and
+``digit_pairs``; ``ops`` imports ``image_ops``, ``augment``, ``text`` and ``pixel_tokens``; ``batch_ops``
+fills and uses ``BATCH_OPS`` itself.
 A plug-in defined outside ``vitjax.data`` registers itself when its module is imported.
 """
 from __future__ import annotations

@@ -13,6 +13,8 @@ dataset has labels, ``text`` (str) for image-text datasets, and ``file_name`` (s
   seed stream, 5% label noise: fresh data for scaling-law sweeps.
 * ``digit_captions``: the digits paired with generated captions (``vitjax/data/captions.py``), the
   offline image-text data of the CLIP demo.
+* ``digit_pairs``: two same-class digits stacked into a 16x8 image (``vitjax/data/digit_pairs.py``),
+  the long-context data of the Perceiver AR demo.
 * any other name: a dataset in TFDS's ArrayRecord format under ``data_dir``: one from the TFDS
   catalog (``tfds build NAME --data_dir DIR --file_format=array_record``, e.g. imagenet2012,
   cifar10) or one made by ``python -m vitjax.data convert ... --out DIR --name NAME``. Both are read
@@ -20,7 +22,7 @@ dataset has labels, ``text`` (str) for image-text datasets, and ``file_name`` (s
 
 Splits accept TFDS slicing, e.g. ``train[:10%]`` or ``train[:1000]+validation``.
 
-The first three are entries of ``vitjax.data.registry.SOURCES``, each registered with
+The first four are entries of ``vitjax.data.registry.SOURCES``, each registered with
 ``@register_source(NAME)`` in its own module; this module imports those modules, so ``get_source``
 sees them. A new source registers the same way (``factory(split, data_dir=None)``).
 """
@@ -32,7 +34,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from vitjax.data import captions, digits, synthetic_digits  # noqa: F401  (they fill SOURCES)
+from vitjax.data import captions, digit_pairs, digits, shapes_scenes, synthetic_digits  # noqa: F401  (they fill SOURCES)
 from vitjax.data.dataset_writer import INCOMPLETE_PREFIX
 from vitjax.data.digits import DigitsSource  # noqa: F401  (re-exported)
 from vitjax.data.registry import SOURCES, register_source  # noqa: F401  (re-exported)

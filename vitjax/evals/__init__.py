@@ -13,7 +13,7 @@ at every eval step (``runner.py``).
 Numerical cores: ``representation.py`` (kNN, nearest class mean, linear probe) and ``zeroshot.py``
 (prompt ensembling, zero-shot accuracy, Recall@K); ``attention.py``: class-token attention maps.
 """
-from vitjax.evals import classification, image_text, probes  # noqa: F401  (they fill EVALUATORS)
+from vitjax.evals import classification, detection, image_text, probes  # noqa: F401  (they fill EVALUATORS)
 from vitjax.evals.base import EvalContext, EvalRun, Evaluator  # noqa: F401
 from vitjax.evals.registry import EVALUATORS, register_evaluator  # noqa: F401
 from vitjax.evals.runner import build_evaluator, build_evaluators, evaluator_specs, run_evaluators  # noqa: F401

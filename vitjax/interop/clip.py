@@ -60,7 +60,7 @@ from vitjax.models.clip import CLIP
 from vitjax.models.posemb import sincos_2d_with_prefix
 
 __all__ = ["to_open_clip", "open_clip_config", "from_open_clip", "model_kwargs_from_open_clip",
-           "to_hf", "hf_config", "from_hf", "model_kwargs_from_hf_config", "detect_format", "import_clip",
+           "to_hf", "hf_config", "from_hf", "export_blockers", "model_kwargs_from_hf_config", "detect_format", "import_clip",
            "write_export"]
 
 _OC_ACTS = {"gelu": (False, None), "quick_gelu": (True, None), "gelu_tanh": (False, {"approximate": "tanh"})}
@@ -72,21 +72,41 @@ _HF_ACTS_IN = {"gelu": "gelu", "quick_gelu": "quick_gelu", "gelu_pytorch_tanh": 
 # ----------------------------------------------------------------------------------------- checks
 
 
-def _check_exportable(model, fmt: str) -> None:
+def export_blockers(model, fmt: str) -> list[str]:
+    """Every setting of ``model`` that ``fmt`` ("open_clip" or "hf") cannot express, each with the
+    config change that removes it (all at once: a user retrains once, not once per blocker)."""
     why = []
     if model.vision_pool != "token":
-        why.append(f"vision_pool={model.vision_pool!r} (only the class-token tower exists there)")
+        why.append(f"model.vision_pool={model.vision_pool!r}: only class-token image towers exist there "
+                   f"(set model.vision_pool='token')")
     if not model.text_causal:
-        why.append("text_causal=False (CLIP text towers are causal)")
+        why.append("model.text_causal=False: CLIP text towers are causal (set model.text_causal=True)")
+    if model.activation not in (_OC_ACTS if fmt == "open_clip" else _HF_ACTS):
+        why.append(f"model.activation={model.activation!r} has no equivalent there (use one of "
+                   f"{sorted(_OC_ACTS if fmt == 'open_clip' else _HF_ACTS)})")
+    for tower, width, heads in (("vision", model.vision_width, model.vision_heads),
+                                ("text", model.text_width, model.text_heads)):
+        if width % heads:
+            why.append(f"model.{tower}_width={width} is not divisible by model.{tower}_heads={heads}")
+    if fmt == "open_clip" and model.in_channels != 3:
+        why.append(f"model.in_channels={model.in_channels}: open_clip image towers take 3 channels (set "
+                   f"model.in_channels=3 and add dict(op='to_rgb') to the input ops)")
     if fmt == "hf":
         if not model.vision_pre_norm:
-            why.append("vision_pre_norm=False (HF CLIP always applies pre_layrnorm)")
+            why.append("model.vision_pre_norm=False: HF CLIP always applies pre_layrnorm (set it True)")
         if model.text_pool == "last":
-            why.append("text_pool='last' (HF CLIP pools at the end token)")
+            why.append("model.text_pool='last': HF CLIP pools at the end token (use 'eos' or 'argmax')")
         if model.text_pool == "eos" and model.eos_id == 2:
-            why.append("text_pool='eos' with eos_id=2 (HF CLIP reads eos_token_id=2 as 'argmax of the ids')")
+            why.append("model.text_pool='eos' with eos_id=2: HF CLIP reads eos_token_id=2 as 'argmax of the "
+                       "ids' (the bytes tokenizer ends with id 2; use objective.tokenizer='clip', whose "
+                       "end token is its largest id, with model.text_pool='argmax' and model.text_vocab_size=49408)")
         if model.logit_bias_init is not None:
-            why.append("a logit bias (SigLIP; HF CLIPModel has none)")
+            why.append("a logit bias (SigLIP): HF CLIPModel has none (export with --format open_clip)")
+    return why
+
+
+def _check_exportable(model, fmt: str) -> None:
+    why = export_blockers(model, fmt)
     if why:
         name = "open_clip" if fmt == "open_clip" else "HF CLIPModel"
         raise ValueError(f"this CLIP cannot be written as {name}: " + "; ".join(why))
@@ -256,8 +276,6 @@ def open_clip_config(model) -> dict[str, Any]:
             cfg["act_kwargs"] = act_kwargs
         if _norm_kwargs(model):
             cfg["norm_kwargs"] = _norm_kwargs(model)
-    if model.in_channels != 3:
-        raise ValueError(f"open_clip image towers take 3 channels; this model has in_channels={model.in_channels}")
     out = dict(embed_dim=model.embed_dim, vision_cfg=vision, text_cfg=text, quick_gelu=quick,
                init_logit_scale=float(model.logit_scale_init))
     if model.logit_bias_init is not None:
@@ -438,6 +456,7 @@ def import_clip(path: str | os.PathLike, model) -> dict:
 
 
 register_converter(CLIP, "open_clip", export=to_open_clip, config=open_clip_config, load=from_open_clip,
-                   drop_head=False)
-register_converter(CLIP, "hf", kind="hf_clip", export=to_hf, config=hf_config, load=from_hf, drop_head=False)
+                   drop_head=False, blockers=lambda model: export_blockers(model, "open_clip"))
+register_converter(CLIP, "hf", kind="hf_clip", export=to_hf, config=hf_config, load=from_hf, drop_head=False,
+                   blockers=lambda model: export_blockers(model, "hf"))
 register_detector(CLIP, detect_format)

@@ -20,6 +20,7 @@ is the format plus ``_encoder`` ("hf_encoder": MAE's encoder as an HF ViT), chos
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from types import ModuleType
 from typing import Any, Callable, NamedTuple
@@ -29,7 +30,8 @@ from vitjax.interop.preprocessing import EvalPreprocessing, eval_preprocessing
 from vitjax.registry import Registry
 
 __all__ = ["CONVERTERS", "DETECTORS", "Converter", "register_converter", "register_detector", "converter",
-           "formats", "Export", "exporter", "run_normalisation", "import_state_dict", "import_weights"]
+           "formats", "Export", "exporter", "export_blockers", "export_folder", "run_normalisation",
+           "import_state_dict", "import_weights"]
 
 CONVERTERS: Registry["Converter"] = Registry("converter")
 DETECTORS: Registry[Callable] = Registry("format detector")
@@ -54,6 +56,9 @@ class Converter:
         ``pretrained_cfg`` mean/std).
       writer: the module whose ``write_export(out_dir, state_dict, config)`` writes the export folder
         (None: ``state_dict``'s, safetensors + config.json; ``big_vision``'s writes model.npz).
+      blockers: ``model -> [reason, ...]``, every setting of the model the format cannot express (each
+        naming the config change that removes it), or None: then ``config(model)``'s ValueError is
+        the one reason known before the weights exist.
     """
     model: type
     format: str
@@ -64,6 +69,7 @@ class Converter:
     drop_head: bool = True
     takes_normalisation: bool = False
     writer: ModuleType | None = None
+    blockers: Callable[[Any], list] | None = None
 
     def __post_init__(self):
         # Registry's duplicate-name error names an entry by __module__ / __qualname__: name the
@@ -76,10 +82,11 @@ class Converter:
 
 def register_converter(model: type, fmt: str, *, kind: str | None = None, export=None, config=None,
                        load=None, drop_head: bool = True, takes_normalisation: bool = False,
-                       writer: ModuleType | None = None) -> Converter:
+                       writer: ModuleType | None = None, blockers=None) -> Converter:
     """Adds the ``Converter`` for (``model``, ``fmt``) (``kind`` defaults to ``fmt``); a second one for
     the same pair is a ValueError naming both."""
-    conv = Converter(model, fmt, kind or fmt, export, config, load, drop_head, takes_normalisation, writer)
+    conv = Converter(model, fmt, kind or fmt, export, config, load, drop_head, takes_normalisation, writer,
+                     blockers)
     return CONVERTERS.register((model, fmt), conv)
 
 
@@ -108,8 +115,9 @@ def _converters(model) -> dict[str, Converter]:
 
 
 def formats(model) -> list[str]:
-    """The formats ``model`` (a model or its class) converts to or from, sorted."""
-    return sorted(_converters(model))
+    """The formats ``model`` (a model or its class) converts to or from, sorted (an empty entry, which
+    only shadows a parent class's converter, is none)."""
+    return sorted(f for f, c in _converters(model).items() if c.export is not None or c.load is not None)
 
 
 def converter(model, fmt: str) -> Converter:
@@ -188,6 +196,42 @@ def exporter(model, fmt: str, encoder_only: bool = False, config=None, label_nam
     return Export(lambda params: conv.export(params, model),
                   lambda: _with_run_details(conv.config(model, **norm), conv.kind, pre, label_names),
                   conv.writer or state_dict_lib, conv.kind, files)
+
+
+def export_blockers(model, fmt: str, encoder_only: bool = False) -> list[str]:
+    """Why ``model`` cannot be exported as ``--format fmt`` (every reason at once), or [] when it can;
+    known from the model alone, before any weights exist (the trainer checks ``config.export.formats``
+    at start-up with this)."""
+    try:
+        exporter(model, fmt, encoder_only)
+    except ValueError as e:
+        return [str(e)]
+    convs = _converters(model)
+    conv = (convs.get(f"{fmt}_encoder") if encoder_only else None) or convs[fmt]
+    if conv.blockers is not None:
+        return list(conv.blockers(model))
+    try:
+        conv.config(model)
+    except ValueError as e:
+        return [str(e)]
+    return []
+
+
+def export_folder(out_dir: str | os.PathLike, model, params, fmt: str, *, encoder_only: bool = False,
+                  config=None, label_names=None) -> tuple[Export, dict, dict, list[str]]:
+    """Writes the export of ``params`` as ``--format fmt`` into ``out_dir`` (weights, config.json and
+    the format's other files); returns ``(export, state dict, config.json dict, names of the files
+    written)``.
+    Shared by ``python -m vitjax.export`` and the trainer's end-of-run exports."""
+    export = exporter(model, fmt, encoder_only, config, label_names=label_names)
+    state, cfg = export.state_dict(params), export.config()
+    export.writer.write_export(out_dir, state, cfg)
+    extra = export.files()
+    for name, content in extra.items():
+        with open(os.path.join(out_dir, name), "w") as fh:
+            json.dump(content, fh, indent=2)
+            fh.write("\n")
+    return export, state, cfg, [getattr(export.writer, "WEIGHTS_FILE", "model.safetensors"), "config.json", *extra]
 
 
 # ---------------------------------------------------------------------------------------------- import

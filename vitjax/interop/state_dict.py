@@ -136,17 +136,20 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     ``*.safetensors`` (read without torch unless it holds bf16), ``*.bin/.pt/.pth`` (``torch.load(path,
     map_location="cpu", weights_only=True)``: plain tensors and containers only, never arbitrary
-    pickle), or a folder holding ``model.safetensors`` or ``pytorch_model.bin``. Wrappers such as
+    pickle), ``*.npz`` (big_vision / vision_transformer JAX checkpoints, read with
+    ``allow_pickle=False``), or a folder holding ``model.safetensors``, ``pytorch_model.bin`` or
+    ``model.npz``. Wrappers such as
     ``{"model": sd}`` are unwrapped. FileNotFoundError names the path when nothing is there.
     """
     p = Path(path)
     if p.is_dir():
-        for name in ("model.safetensors", "pytorch_model.bin"):
+        for name in ("model.safetensors", "pytorch_model.bin", "model.npz"):
             if (p / name).is_file():
                 p = p / name
                 break
         else:
-            raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in folder {str(path)!r}")
+            raise FileNotFoundError(f"no model.safetensors, pytorch_model.bin or model.npz in folder "
+                                    f"{str(path)!r}")
     elif not p.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     if p.suffix == ".safetensors":
@@ -158,10 +161,17 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if p.suffix in (".bin", ".pt", ".pth"):
         import torch                                # lazy: torch is an optional extra (vitjax[torch])
         return unwrap_state_dict(torch.load(str(p), map_location="cpu", weights_only=True))
-    raise ValueError(f"unsupported checkpoint file {str(path)!r}: expected .safetensors, .bin, .pt or .pth")
+    if p.suffix == ".npz":
+        with np.load(str(p), allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    raise ValueError(f"unsupported checkpoint file {str(path)!r}: expected .safetensors, .bin, .pt, .pth "
+                     f"or .npz")
 
 
 # --------------------------------------------------------------------------------------- export folders
+
+
+WEIGHTS_FILE = "model.safetensors"     # what write_export names the weights (export_folder reports it)
 
 
 def write_export(out_dir: str | os.PathLike, state_dict: Mapping[str, Any], config: dict) -> Path:
@@ -194,12 +204,16 @@ def timm_load_snippet(out_dir: str | os.PathLike, config: dict | None = None) ->
 
 def load_snippet(kind: str, out_dir: str, config: dict) -> str:
     """The Python line that loads an export folder of ``kind`` (a converter's ``kind``: "timm",
-    "open_clip", "hf_vitmodel", or any HF kind, loaded by its config's architecture)."""
+    "open_clip", "npz", "hf_vitmodel", or any HF kind, loaded by its config's architecture)."""
     if kind == "open_clip":
         return (f"net = open_clip.model.CLIP(**json.load(open({os.path.join(out_dir, 'config.json')!r}))); "
                 f"net.load_state_dict(safetensors.torch.load_file({os.path.join(out_dir, 'model.safetensors')!r}))")
     if kind == "timm":
         return timm_load_snippet(out_dir, config)
+    if kind == "npz":           # vitjax.interop.big_vision's folder, read by timm's own npz loader
+        return (f"import json, timm.models.vision_transformer as tv; net = tv.VisionTransformer(**json.load(open("
+                f"{os.path.join(out_dir, 'config.json')!r}))['timm_model_args']).eval(); "
+                f"tv._load_weights(net, {os.path.join(out_dir, 'model.npz')!r})")
     if kind == "hf_vitmodel":
         return f"transformers.ViTModel.from_pretrained({out_dir!r}, add_pooling_layer=False)"
     arch = config.get("architectures", ["AutoModel"])[0]

@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import os
 
-from vitjax.interop.registry import register_converter, register_detector
+from vitjax.interop.registry import import_state_dict, register_converter, register_detector
 from vitjax.interop.state_dict import inner_mapping, read_state_dict, timm_load_snippet, write_export
 from vitjax.interop.vit_hf import (from_hf, hf_block_from, hf_block_to, hf_config, hf_normalise, kwargs_from_hf,
                                    to_hf)
@@ -81,9 +81,12 @@ __all__ = [
 
 
 def detect_format(state_dict) -> str:
-    """``"timm"`` or ``"hf"`` from the key names of a state dict (ValueError if neither)."""
+    """``"timm"``, ``"hf"`` or ``"npz"`` (big_vision / vision_transformer, ``vitjax.interop.big_vision``)
+    from the key names of a state dict (ValueError if none)."""
     keys = [str(k) for k in inner_mapping(state_dict)]
     keys = [k[len("module."):] if k.startswith("module.") else k for k in keys]
+    if any(k == "embedding/kernel" or k.endswith("/embedding/kernel") for k in keys):
+        return "npz"
     if any("embeddings.patch_embeddings.projection" in k or k.endswith("embeddings.cls_token") for k in keys):
         return "hf"
     if any(k == "patch_embed.proj.weight" or k.startswith("blocks.") for k in keys):
@@ -110,11 +113,10 @@ def model_kwargs_from_torch_config(config: dict) -> dict:
 
 
 def import_pretrained(path: str | os.PathLike, model, drop_head: bool = False) -> dict:
-    """``read_state_dict(path)`` -> ``detect_format`` -> ``from_timm`` / ``from_hf``: vitjax params for
-    ``model`` (the inner ``params`` dict of numpy arrays; use ``model.apply({"params": p}, images)``)."""
-    sd = read_state_dict(path)
-    fmt = detect_format(sd)
-    return (from_timm if fmt == "timm" else from_hf)(sd, model, drop_head=drop_head)
+    """``read_state_dict(path)`` -> ``detect_format`` -> ``from_timm`` / ``from_hf`` / ``big_vision.from_npz``:
+    vitjax params for ``model`` (the inner ``params`` dict of numpy arrays; use
+    ``model.apply({"params": p}, images)``)."""
+    return import_state_dict(read_state_dict(path), model, drop_head=drop_head)   # npz too (big_vision)
 
 
 register_converter(ViT, "timm", export=to_timm, config=timm_config, load=from_timm, takes_normalisation=True)

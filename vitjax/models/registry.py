@@ -60,3 +60,13 @@ def example_inputs(model, batch_size: int = 1) -> tuple:
 def model_param_shapes(model):
     """The model's (unboxed) parameter tree as ``jax.ShapeDtypeStruct``s, nothing allocated."""
     return param_tree.abstract_params(model, *example_inputs(model))
+
+
+def model_options(name: str) -> tuple[str, ...]:
+    """The options (dataclass fields) of the module the factory ``name`` builds: the keys
+    ``--config.model.KEY=VALUE`` may add to a config that does not set them (``config.apply_overrides``).
+    An unknown ``name`` gives none."""
+    if name not in MODELS:
+        return ()
+    cls = type(MODELS.get(name)())
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name"))

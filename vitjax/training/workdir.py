@@ -19,7 +19,7 @@ from vitjax import config as config_lib
 from vitjax.data.sources import get_source
 from vitjax.models import build_model
 from vitjax.models.dino import DINO
-from vitjax.models.registry import model_param_shapes
+from vitjax.models.registry import model_options, model_param_shapes
 from vitjax.param_tree import first_mismatch
 from vitjax.training.checkpoint import Checkpointer, CheckpointMismatchError
 
@@ -42,7 +42,7 @@ def read_config(workdir: str, overrides=()):
                                 f"of a python -m vitjax.train run)?")
     with open(cfg_path) as fh:
         config = config_lib.from_json(fh.read())
-    return config_lib.apply_overrides(config, overrides) if overrides else config
+    return config_lib.apply_overrides(config, overrides, model_options) if overrides else config
 
 
 def latest_step(workdir: str) -> int | None:
