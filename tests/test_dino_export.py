@@ -70,7 +70,7 @@ def tiny():
 def _timm_net(model, params):
     """The CLI's timm export of ``params``, loaded strictly into a VisionTransformer built from the
     exported config."""
-    to_fn, cfg_fn, _, kind = exporter(model, "timm", False)
+    to_fn, cfg_fn, _, kind, _ = exporter(model, "timm", False)
     cfg = cfg_fn()
     assert kind == "timm" and cfg["num_classes"] == 0 and cfg["model_args"]["num_classes"] == 0
     net = VisionTransformer(**cfg["model_args"]).eval()
@@ -97,7 +97,7 @@ def test_backbone_to_timm_and_back(tiny):
 
 def test_backbone_to_hf_vitmodel_and_back(tiny, tmp_path):
     model, params, x, want = tiny
-    to_fn, cfg_fn, writer, kind = exporter(model, "hf", False)
+    to_fn, cfg_fn, writer, kind, _ = exporter(model, "hf", False)
     assert kind == "hf_vitmodel"
     sd = to_fn(params)
     assert "embeddings.cls_token" in sd and not any(k.startswith("vit.") for k in sd)
@@ -123,7 +123,7 @@ def test_dino_s16_exports_as_timm_vit_small_dino_layout():
     """ViT-S/16 DINO -> timm vit_small_patch16_224 whose keys and shapes are those of timm's
     ``vit_small_patch16_224.dino`` (num_classes=0, no head); shapes only, nothing computed."""
     model = DINO(image_size=224, patch_size=16)
-    _, cfg_fn, _, _ = exporter(model, "timm", False)
+    _, cfg_fn, _, _, _ = exporter(model, "timm", False)
     cfg = cfg_fn()
     assert cfg["architecture"] == "vit_small_patch16_224" and cfg["num_classes"] == 0
     ref = timm.create_model("vit_small_patch16_224.dino", pretrained=False)

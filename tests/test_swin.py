@@ -152,8 +152,8 @@ def test_errors():
 def test_configs_load_and_build(name, image_size, count):
     from vitjax.config import load_config_file
     c = load_config_file(str(REPO / "configs" / f"{name}.py"))
-    kw = dict(c.model)
-    m = vitjax.create_model(kw.pop("name"), **kw)      # how the trainer builds it
+    from vitjax.models import build_model
+    m = build_model(c)                                  # how the trainer builds it
     assert (m.image_size, m.in_channels) == (image_size, c.model.in_channels)
     if count:
         assert count_params(m) == count
