@@ -30,8 +30,8 @@ from vitjax.interop.preprocessing import EvalPreprocessing, eval_preprocessing
 from vitjax.registry import Registry
 
 __all__ = ["CONVERTERS", "DETECTORS", "Converter", "register_converter", "register_detector", "converter",
-           "formats", "Export", "exporter", "export_blockers", "export_folder", "run_normalisation",
-           "import_state_dict", "import_weights"]
+           "formats", "Export", "exporter", "export_blockers", "export_folder", "import_state_dict",
+           "import_weights"]
 
 CONVERTERS: Registry["Converter"] = Registry("converter")
 DETECTORS: Registry[Callable] = Registry("format detector")
@@ -162,15 +162,6 @@ def _with_run_details(cfg: dict, kind: str, pre: EvalPreprocessing | None, label
     return cfg
 
 
-def run_normalisation(config) -> dict:
-    """mean/std of the run's ``normalize`` eval op (vitjax's default 0.5/0.5 without one)."""
-    ops = (config.input.get("eval_ops") or []) if config is not None else []
-    for op in ops:
-        if op.get("op") == "normalize":
-            return dict(mean=op.get("mean", 0.5), std=op.get("std", 0.5))
-    return dict(mean=0.5, std=0.5)
-
-
 def _cli_format(fmt: str) -> str:
     return f"{fmt[:-len('_encoder')]} --encoder_only" if fmt.endswith("_encoder") else fmt
 
@@ -189,8 +180,11 @@ def exporter(model, fmt: str, encoder_only: bool = False, config=None, label_nam
         supported = ", ".join(_cli_format(f) for f in sorted(convs)) or "none"
         raise ValueError(f"a {_name(model)} cannot be exported as --format {fmt}; see python -m vitjax.export "
                          f"--help for what each model supports (a {_name(model)} exports as: {supported})")
-    norm = run_normalisation(config) if conv.takes_normalisation else {}
+    # One reading of the run's eval ops: its normalize op is the timm config's mean/std (vitjax's
+    # default 0.5/0.5 without a run config or without the op).
     pre = eval_preprocessing(config, model) if config is not None else None
+    norm = {} if not conv.takes_normalisation else (
+        dict(mean=list(pre.mean), std=list(pre.std)) if pre is not None else dict(mean=0.5, std=0.5))
     files = (lambda: {"preprocessor_config.json": pre.hf_preprocessor_config()}) \
         if pre is not None and conv.kind in HF_IMAGE_KINDS else dict
     return Export(lambda params: conv.export(params, model),
