@@ -39,14 +39,14 @@ def main(argv=None) -> int:
     from vitjax.data import eval_batches
     from vitjax.data.sources import get_eval_source
     from vitjax.evals.detection import postprocess
-    from vitjax.training.workdir import load_workdir
+    from vitjax.training.workdir import class_names, load_workdir
 
     config, model, params = load_workdir(args.workdir, args.step)
     if not hasattr(model, "num_queries") and not hasattr(model, "num_detection_tokens"):
         print(f"error: {args.workdir} holds a {type(model).__name__}, not a DETR/YOLOS detector", file=sys.stderr)
         return 2
     source = get_eval_source(config.input.data, config.input.get("eval_data"))
-    names = getattr(source, "class_names", None) or [str(i) for i in range(model.num_classes)]
+    names = class_names(args.workdir, config, model.num_classes)     # the run's class_names.json
     batch = next(iter(eval_batches(source, config.input.eval_ops, args.num_images, num_threads=0)))
     images = batch["image"][:args.num_images].astype(np.float32)
     out = model.apply({"params": params}, images, train=False)
