@@ -28,10 +28,11 @@ def shrink_config(config_file: str, base: dict, overrides: dict):
     """``configs/<config_file>`` with the ``base`` then the ``overrides`` settings applied (as
     ``--config.KEY=VALUE`` strings would be): a shipped config shrunk to a seconds-long test run."""
     from vitjax.config import load_config_file, set_key
+    from vitjax.models.registry import model_options
 
     c = load_config_file(str(REPO / "configs" / config_file))
     for k, v in {**base, **overrides}.items():
-        set_key(c, k, str(v))
+        set_key(c, k, str(v), model_options)
     return c
 
 

@@ -46,6 +46,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("kv_heads", "tensor"),        # grouped-query key/value heads (replicated when tensor does not divide them)
     ("posemb_len", None),
     ("norm", None),
+    ("layers", None),              # the stacked-blocks axis of scanned layers (vitjax.models.scan)
     # activations
     ("act_batch", ("data", "fsdp")),
     ("act_len", None),

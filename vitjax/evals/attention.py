@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from vitjax.models import scan
 from vitjax.models.dino import DINO
 from vitjax.models.vit import ViT
 
@@ -43,7 +44,7 @@ def _as_vit(model, params):
     # capture_intermediates sees the blocks' submodules directly.
     if model.remat not in (None, False, "none", ""):
         model = model.clone(remat="none")
-    return model, params
+    return scan.unscanned(model, params)      # the last block alone: scanned stacks split
 
 
 def _maps_fn(vit):

@@ -26,6 +26,8 @@ from types import ModuleType
 from typing import Any, Callable, NamedTuple
 
 from vitjax.interop import state_dict as state_dict_lib
+from vitjax.models import scan
+from vitjax.models.registry import model_param_shapes
 from vitjax.interop.preprocessing import EvalPreprocessing, eval_preprocessing
 from vitjax.registry import Registry
 
@@ -187,7 +189,9 @@ def exporter(model, fmt: str, encoder_only: bool = False, config=None, label_nam
         dict(mean=list(pre.mean), std=list(pre.std)) if pre is not None else dict(mean=0.5, std=0.5))
     files = (lambda: {"preprocessor_config.json": pre.hf_preprocessor_config()}) \
         if pre is not None and conv.kind in HF_IMAGE_KINDS else dict
-    return Export(lambda params: conv.export(params, model),
+    # Exporters map single blocks: a scanned model's stacks are split first (vitjax.models.scan).
+    flat_model, _ = scan.unscanned(model)
+    return Export(lambda params: conv.export(scan.unscan_tree(params), flat_model),
                   lambda: _with_run_details(conv.config(model, **norm), conv.kind, pre, label_names),
                   conv.writer or state_dict_lib, conv.kind, files)
 
@@ -258,11 +262,14 @@ def import_state_dict(state_dict: dict, model, drop_head: bool = False) -> dict:
     conv = converter(model, fmt)
     if conv.load is None:
         raise ValueError(f"a {_name(model)} cannot import {fmt!r} weights; it imports: {sorted(importers)}")
-    if not conv.drop_head:
-        if drop_head:
-            raise _drop_head_error(model)
-        return conv.load(state_dict, model)
-    return conv.load(state_dict, model, drop_head=drop_head)
+    if drop_head and not conv.drop_head:
+        raise _drop_head_error(model)
+    # Converters read and write single blocks; a scanned model gets its stacks built afterwards.
+    flat_model, _ = scan.unscanned(model)
+    params = conv.load(state_dict, flat_model, **({"drop_head": drop_head} if conv.drop_head else {}))
+    if flat_model is model:
+        return params
+    return scan.to_layout(params, model_param_shapes(model))
 
 
 def import_weights(path: str | os.PathLike, model, drop_head: bool = False) -> dict:

@@ -125,6 +125,7 @@ class TextTransformer(nn.Module):
     param_dtype: Any = jnp.float32
     attention: str | None = "auto"
     attention_options: Any = None
+    scan_layers: bool = False
 
     def __post_init__(self):
         if self.pool not in ("argmax", "eos", "last"):
@@ -152,7 +153,7 @@ class TextTransformer(nn.Module):
         mask = jnp.tril(jnp.ones((t, t), bool))[None, None] if self.causal else None
         x = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dropout, 0.0, 0.0, self.layernorm_eps,
                     self.activation, True, self.remat, self.dtype, self.param_dtype, self.attention,
-                    self.attention_options, name="encoder")(x, train, mask)
+                    self.attention_options, self.scan_layers, name="encoder")(x, train, mask)
         x = LayerNorm(self.layernorm_eps, name="encoder_norm", **kw)(x)
         if self.pool == "last":
             return x[:, -1]
@@ -200,6 +201,7 @@ class CLIP(nn.Module):
       logit_scale_init: initial log scale (log(1/0.07) for CLIP, log 10 for SigLIP);
       logit_bias_init: None (CLIP) or the initial bias (SigLIP: -10).
       attention, attention_options: both towers' self-attention (``vitjax.models.attention``).
+      scan_layers: both towers' blocks as one ``nn.scan`` each (``vitjax.models.scan``).
     """
     embed_dim: int = 512
     image_size: int = 224
@@ -228,6 +230,7 @@ class CLIP(nn.Module):
     logit_scale_init: float = CLIP_LOGIT_SCALE_INIT
     logit_bias_init: float | None = None
     remat: str | bool | None = None
+    scan_layers: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     attention: str | None = "auto"
@@ -251,8 +254,8 @@ class CLIP(nn.Module):
             pool="token" if self.vision_pool == "token" else "gap", attn_pool=self.vision_pool == "map",
             pre_norm=self.vision_pre_norm, posemb=self.vision_posemb, dropout=self.dropout,
             drop_path=self.drop_path, layernorm_eps=self.layernorm_eps, activation=self.activation,
-            remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype, attention=self.attention,
-            attention_options=self.attention_options)
+            remat=self.remat, scan_layers=self.scan_layers, dtype=self.dtype, param_dtype=self.param_dtype,
+            attention=self.attention, attention_options=self.attention_options)
 
     def setup(self):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -261,7 +264,7 @@ class CLIP(nn.Module):
             self.text_vocab_size, self.text_context_length, self.text_width, self.text_depth,
             self.text_heads, self.text_mlp_dim, self.text_pool, self.eos_id, self.text_causal,
             self.dropout, self.layernorm_eps, self.activation, self.remat, **kw, attention=self.attention,
-            attention_options=self.attention_options)
+            attention_options=self.attention_options, scan_layers=self.scan_layers)
         # open_clip's init: projections N(0, width^-0.5).
         self.img_proj = nn.Dense(self.embed_dim, use_bias=False, name="img_proj",
                                  kernel_init=_p(nn.initializers.normal(self.vision_width ** -0.5),

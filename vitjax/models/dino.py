@@ -101,6 +101,7 @@ class DINO(nn.Module):
     head_layers: int = 3
     norm_last_layer: bool = True
     remat: str | bool | None = None
+    scan_layers: bool = False                # the backbone's blocks as one nn.scan (vitjax.models.scan)
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     attention: str | None = "auto"           # the backbone's self-attention (vitjax.models.attention)
@@ -125,7 +126,7 @@ class DINO(nn.Module):
                     in_channels=self.in_channels, width=self.width, depth=self.depth,
                     num_heads=self.num_heads, mlp_dim=self.mlp_dim, pool="token", posemb="learned",
                     drop_path=self.drop_path, layernorm_eps=self.layernorm_eps, activation=self.activation,
-                    qkv_bias=self.qkv_bias, remat=self.remat, dynamic_img_size=True,
+                    qkv_bias=self.qkv_bias, remat=self.remat, scan_layers=self.scan_layers, dynamic_img_size=True,
                     dtype=self.dtype, param_dtype=self.param_dtype, attention=self.attention,
                     attention_options=self.attention_options)
 

@@ -39,7 +39,9 @@ from jax.ad_checkpoint import checkpoint_name
 
 from vitjax.models.attention import attend
 from vitjax.models.registry import build_module, register_model
-from vitjax.models.transformer import ACT_HEADS, ACT_MLP, ACT_TOKENS, REMAT_POLICIES, Einsum, LayerNorm, _p
+from vitjax.models.scan import scan_stack, stack_name
+from vitjax.models.transformer import (
+    ACT_HEADS, ACT_MLP, ACT_TOKENS, REMAT_POLICIES, Einsum, LayerNorm, _p, remat_policy)
 
 NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "rotary")
@@ -138,7 +140,9 @@ class DecoderBlock(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, positions, train: bool = False, mode: str | None = None, cache=None):
+    def __call__(self, x, positions, train: bool = False, mode: str | None = None, cache=None, layer=None):
+        """``layer``: this block's index in the cache when it runs in a scanned stack (else the field)."""
+        layer = self.layer if layer is None else layer
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         d, n, kh, hd = x.shape[-1], self.num_heads, self.num_kv_heads, self.head_dim
         x = nn.with_logical_constraint(x, ACT_TOKENS)
@@ -156,14 +160,14 @@ class DecoderBlock(nn.Module):
             # Each row writes its tokens at its own positions, in place in the whole stacked cache
             # (a slice-and-restack per layer would copy the cache every step).
             rows = jnp.arange(x.shape[0])[:, None]
-            ck, cv = (c.at[self.layer, rows, positions].set(new.astype(c.dtype)) for c, new in zip(cache, (k, v)))
+            ck, cv = (c.at[layer, rows, positions].set(new.astype(c.dtype)) for c, new in zip(cache, (k, v)))
             visible = jnp.arange(ck.shape[2])[None, None, :] <= positions[:, :, None]     # [B, T, S]
-            out = attention(q, ck[self.layer].astype(q.dtype), cv[self.layer].astype(q.dtype), mask=visible[:, None])
+            out = attention(q, ck[layer].astype(q.dtype), cv[layer].astype(q.dtype), mask=visible[:, None])
             cache = (ck, cv)
         else:
             out = attention(q, k, v, causal=True)
             if mode == "prefill":
-                cache = tuple(jax.lax.dynamic_update_slice(c, new[None].astype(c.dtype), (self.layer, 0, 0, 0, 0))
+                cache = tuple(jax.lax.dynamic_update_slice(c, new[None].astype(c.dtype), (layer, 0, 0, 0, 0))
                               for c, new in zip(cache, (k, v)))
         out = nn.with_logical_constraint(out, ACT_HEADS)
         y = Einsum("bthk,hkd->btd", (n, hd, d), ("heads", "kv", "embed"), 2, self.use_bias, name="out", **kw)(out)
@@ -215,6 +219,8 @@ class LM(nn.Module):
         token embedding's transpose (GPT-2); otherwise a ``head`` layer (``head_bias`` adds a bias).
       dropout: on the embeddings and both residual branches (no attention-probability dropout).
       remat: per-block rematerialisation for training ("none", "full", "dots_saveable", ...).
+      scan_layers: the blocks as one ``nn.scan`` (``block_0-{depth-1}``, ``vitjax.models.scan``), in
+        training and in cached generation (the KV cache travels through the scan as carry).
       dtype: compute dtype (bfloat16 for speed; norms and softmax stay float32); param_dtype.
     """
     vocab_size: int = 50257
@@ -236,6 +242,7 @@ class LM(nn.Module):
     head_bias: bool = False
     dropout: float = 0.0
     remat: str | None = None
+    scan_layers: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -271,6 +278,22 @@ class LM(nn.Module):
     def example_inputs(self, batch_size: int = 1) -> tuple:
         """Shapes of ``model.init``'s inputs: a full-length token batch [B, max_len] int32."""
         return (jax.ShapeDtypeStruct((batch_size, self.max_len), jnp.int32),)
+
+    def _scanned(self, x, positions, train, mode, kv, return_layer, kw):
+        """All ``depth`` blocks as one scan (the cache, if any, is carried and updated in place per
+        layer); ``return_layer``: every layer's output is collected and layer k's returned."""
+        stack = DecoderBlock(
+            self.num_heads, self.kv_heads, self.dim_per_head, self.mlp_dim or 4 * self.width, self.norm,
+            self.norm_eps, self.mlp, self.positions, self.rope_theta, self.use_bias, self.dropout, 0,
+            name=stack_name("block_", 0, self.depth - 1), **kw)
+        policy = remat_policy(self.remat) if mode is None else "none"
+        out = scan_stack(stack, (x, kv), lambda blk, c, layer, pos: blk(c[0], pos, train, mode, c[1], layer.index),
+                         length=self.depth, broadcast=(positions,), remat_policy=policy,
+                         collect=return_layer is not None)
+        if return_layer is None:
+            return out
+        (_, kv), per_layer = out
+        return per_layer[0][return_layer - 1], kv
 
     # ------------------------------------------------------------------------------------- forward
     def __call__(self, inputs, *, train: bool = False, return_layer: int | None = None):
@@ -331,7 +354,9 @@ class LM(nn.Module):
         if not 0 <= depth <= self.depth:
             raise ValueError(f"return_layer={return_layer} must be between 0 and depth={self.depth}")
         kv = None if cache is None else (cache["k"], cache["v"])
-        for i in range(depth):
+        if self.scan_layers and depth > 0:
+            x, kv = self._scanned(x, positions, train, mode, kv, return_layer, kw)
+        for i in range(0 if self.scan_layers else depth):
             x, kv = block_cls(
                 self.num_heads, self.kv_heads, self.dim_per_head, self.mlp_dim or 4 * self.width, self.norm,
                 self.norm_eps, self.mlp, self.positions, self.rope_theta, self.use_bias, self.dropout, i,

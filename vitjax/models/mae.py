@@ -95,7 +95,7 @@ class MAE(nn.Module):
         8 blocks, 16 heads; Table 1 shows a 1-block decoder already works for fine-tuning).
       mask_ratio: fraction of patches removed (paper: 0.75).
       norm_pix_loss: regress per-patch normalised pixels (paper's default, better representations).
-      drop_path, layernorm_eps, activation, qkv_bias, remat, dtype, param_dtype, attention,
+      drop_path, layernorm_eps, activation, qkv_bias, remat, scan_layers, dtype, param_dtype, attention,
         attention_options: as for ViT, both towers.
     """
     image_size: int = 224
@@ -116,6 +116,7 @@ class MAE(nn.Module):
     activation: str = "gelu"
     qkv_bias: bool = True
     remat: str | bool | None = None
+    scan_layers: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     attention: str | None = "auto"
@@ -154,8 +155,8 @@ class MAE(nn.Module):
                     in_channels=self.in_channels, width=self.width, depth=self.depth,
                     num_heads=self.num_heads, mlp_dim=self.mlp_dim, pool="token", posemb="sincos2d",
                     drop_path=self.drop_path, layernorm_eps=self.layernorm_eps, activation=self.activation,
-                    qkv_bias=self.qkv_bias, remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype,
-                    attention=self.attention, attention_options=self.attention_options)
+                    qkv_bias=self.qkv_bias, remat=self.remat, scan_layers=self.scan_layers, dtype=self.dtype,
+                    param_dtype=self.param_dtype, attention=self.attention, attention_options=self.attention_options)
 
     def setup(self):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -167,7 +168,8 @@ class MAE(nn.Module):
                                      (1, 1, self.decoder_width), self.param_dtype)
         self.decoder = Encoder(self.decoder_depth, self.decoder_heads, self.decoder_mlp_dim, 0.0, 0.0, 0.0,
                                self.layernorm_eps, self.activation, self.qkv_bias, self.remat, **kw,
-                               attention=self.attention, attention_options=self.attention_options)
+                               attention=self.attention, attention_options=self.attention_options,
+                               scan_layers=self.scan_layers)
         self.decoder_norm = LayerNorm(self.layernorm_eps, **kw)
         self.decoder_pred = nn.Dense(
             self.patch_size ** 2 * self.in_channels,

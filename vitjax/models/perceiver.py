@@ -42,7 +42,8 @@ from flax import linen as nn
 from vitjax.kernels.latent_cross_attention import BlockSizes, latent_cross_attention
 from vitjax.models import perceiver_ar_decode
 from vitjax.models.transformer import (
-    ACT_HEADS, ACT_TOKENS, Attention, EncoderBlock, Einsum, LayerNorm, MlpBlock, _p, remat_block)
+    ACT_HEADS, ACT_TOKENS, Attention, EncoderBlock, Einsum, LayerNorm, MlpBlock, _p, remat_block, remat_policy)
+from vitjax.models.scan import scan_stack, stack_name
 from vitjax.models.registry import build_module, register_model
 
 DECODERS = ("pool", "query", "dense")
@@ -215,6 +216,8 @@ class Perceiver(nn.Module):
         "pallas" on a CPU host needs True).
       block_q, block_kv: the kernel's forward tile sizes (None: its defaults).
       remat: rematerialisation policy for the latent self-attention layers (see transformer.py).
+      scan_layers: each latent tower's ``num_self_attends_per_block`` layers as one ``nn.scan``
+        (``self_attend0-{s-1}``; ``vitjax.models.scan``).
     """
     num_classes: int = 1000
     image_size: int = 224
@@ -246,6 +249,7 @@ class Perceiver(nn.Module):
     block_q: int | None = None
     block_kv: int | None = None
     remat: str | bool | None = None
+    scan_layers: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -312,8 +316,8 @@ class Perceiver(nn.Module):
         kw.update(overrides)
         return CrossAttendBlock(name=name, **kw)
 
-    def _self(self, name):
-        block = remat_block(EncoderBlock, self.remat)
+    def _self(self, name, remat: bool = True):
+        block = remat_block(EncoderBlock, self.remat) if remat else EncoderBlock
         return block(self.num_self_heads, self.self_widening_factor * self.latent_dim, self.dropout, 0.0,
                      0.0, self.layernorm_eps, self.activation, True, self.dtype, self.param_dtype,
                      self._self_attention(), self.attention_options, name=name)
@@ -335,15 +339,28 @@ class Perceiver(nn.Module):
             crosses = [self._cross("cross_attend0")]
             if self.num_cross_attends > 1:
                 crosses.append(self._cross("cross_attend1"))
-            tower = [self._self(f"self_attend{j}") for j in range(s)]
+            tower = self._tower("self_attend", s)
         for i in range(self.num_blocks):
             if i < self.num_cross_attends:
                 cross = crosses[min(i, 1)] if self.share_weights else self._cross(f"cross_attend{i}")
                 x = cross(x, inputs, mask, train)
-            layers = tower if self.share_weights else [self._self(f"block{i}_self_attend{j}") for j in range(s)]
+            x = (tower if self.share_weights else self._tower(f"block{i}_self_attend", s))(x, train)
+        return x
+
+    def _tower(self, prefix: str, s: int):
+        """The latent self-attention tower ``{prefix}0`` .. ``{prefix}{s-1}``: x [B, M, D] -> [B, M, D]
+        (one ``nn.scan`` over a stack ``{prefix}0-{s-1}`` with ``scan_layers``)."""
+        if self.scan_layers and s > 0:
+            stack = self._self(stack_name(prefix, 0, s - 1), remat=False)
+            return lambda x, train: scan_stack(stack, x, lambda blk, y, layer: blk(y, train), length=s,
+                                               remat_policy=remat_policy(self.remat))
+        layers = [self._self(f"{prefix}{j}") for j in range(s)]
+
+        def run(x, train):
             for layer in layers:
                 x = layer(x, train)
-        return x
+            return x
+        return run
 
     def _head(self, x, name="head"):
         init = nn.initializers.zeros if self.head_zero_init else nn.initializers.lecun_normal()
@@ -428,6 +445,7 @@ class PerceiverAR(nn.Module):
     Attributes:
       vocab_size: token vocabulary; max_len: longest sequence (learned position table length).
       num_latents: M; width, depth, num_heads, mlp_ratio: the latent transformer.
+      scan_layers: the ``depth`` self-attention layers as one ``nn.scan`` (``self_attend0-{depth-1}``).
     """
     vocab_size: int = 256
     max_len: int = 1024
@@ -438,6 +456,7 @@ class PerceiverAR(nn.Module):
     mlp_ratio: int = 4
     dropout: float = 0.0
     layernorm_eps: float = 1e-5
+    scan_layers: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -480,7 +499,12 @@ class PerceiverAR(nn.Module):
         z = z + MlpBlock(self.mlp_ratio * self.width, self.dropout, name="cross_mlp", **kw)(
             LayerNorm(self.layernorm_eps, name="cross_norm2", **kw)(z), train=train)
         causal = jnp.tril(jnp.ones((m, m), bool))[None, None]
-        for i in range(self.depth):
+        if self.scan_layers and self.depth > 0:
+            stack = EncoderBlock(self.num_heads, self.mlp_ratio * self.width, self.dropout, 0.0, 0.0,
+                                 self.layernorm_eps, name=stack_name("self_attend", 0, self.depth - 1), **kw)
+            z = scan_stack(stack, z, lambda blk, y, layer, c: blk(y, train, c), length=self.depth,
+                           broadcast=(causal,))
+        for i in range(0 if self.scan_layers else self.depth):
             z = EncoderBlock(self.num_heads, self.mlp_ratio * self.width, self.dropout, 0.0, 0.0,
                              self.layernorm_eps, name=f"self_attend{i}", **kw)(z, train, causal)
         z = LayerNorm(self.layernorm_eps, name="final_norm", **kw)(z)

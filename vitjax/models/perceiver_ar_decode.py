@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from vitjax.models.scan import unscan_tree
 from vitjax.models.transformer import ACT_HEADS, ACT_TOKENS, EncoderBlock, LayerNorm, MlpBlock
 
 CACHE_AXES = {"k": ("act_batch", "act_len", "act_heads", "act_kv"),
@@ -112,7 +113,7 @@ def _write(cache, new, start):
 def prefill(model, params, inputs, lengths, cache):
     """Right-padded prompts ``inputs`` [B, P] (row b real up to ``lengths[b]``) -> (logits [B, V]
     float32 predicting position lengths[b], cache holding positions 0..P-1)."""
-    params = nn.meta.unbox(params)
+    params = unscan_tree(nn.meta.unbox(params))      # scanned layers: the tower runs block by block here
     b, p = inputs.shape
     positions = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
     x, k, v = _inputs(model, params, inputs, positions)
@@ -124,7 +125,7 @@ def prefill(model, params, inputs, lengths, cache):
 
 def decode_step(model, params, tokens, positions, cache):
     """tokens [B] at ``positions`` [B] -> (logits [B, V] float32 predicting positions + 1, cache)."""
-    params = nn.meta.unbox(params)
+    params = unscan_tree(nn.meta.unbox(params))
     positions = positions.astype(jnp.int32)
     x, k, v = _inputs(model, params, tokens[:, None], positions[:, None])
     ck, cv = _write(cache["k"], k, positions), _write(cache["v"], v, positions)

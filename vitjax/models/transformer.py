@@ -13,6 +13,7 @@ from flax import linen as nn
 from jax.ad_checkpoint import checkpoint_name
 
 from vitjax.models.attention import attend
+from vitjax.models.scan import scan_stack, stack_name
 
 Dtype = Any
 
@@ -178,10 +179,12 @@ class DropPath(nn.Module):
     rate: float
 
     @nn.compact
-    def __call__(self, x, *, train: bool):
-        if not train or self.rate == 0.0:
+    def __call__(self, x, *, train: bool, rate=None):
+        """``rate`` overrides the field (a traced per-layer scalar inside a scanned stack)."""
+        rate = self.rate if rate is None else rate
+        if not train or (isinstance(rate, (int, float)) and rate == 0.0):
             return x
-        keep = 1.0 - self.rate
+        keep = 1.0 - rate
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)
         mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
         return jnp.where(mask, x / keep, 0).astype(x.dtype)
@@ -203,7 +206,8 @@ class EncoderBlock(nn.Module):
     attention_options: Any = None
 
     @nn.compact
-    def __call__(self, x, train: bool = False, mask=None):
+    def __call__(self, x, train: bool = False, mask=None, drop_path=None):
+        """``drop_path``: this layer's rate when the block runs in a scanned stack (else the field)."""
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = nn.with_logical_constraint(x, ACT_TOKENS)
         y = LayerNorm(self.layernorm_eps, name="norm1", **kw)(x)
@@ -212,31 +216,42 @@ class EncoderBlock(nn.Module):
             y, mask=mask, train=train)
         y = nn.Dropout(self.dropout)(y, deterministic=not train)
         y = checkpoint_name(y, "attn_out")
-        x = x + DropPath(self.drop_path, name="drop_path1")(y, train=train)
+        x = x + DropPath(self.drop_path, name="drop_path1")(y, train=train, rate=drop_path)
         x = nn.with_logical_constraint(x, ACT_TOKENS)
         y = LayerNorm(self.layernorm_eps, name="norm2", **kw)(x)
         y = MlpBlock(self.mlp_dim, self.dropout, self.activation, name="mlp", **kw)(y, train=train)
         y = nn.Dropout(self.dropout)(y, deterministic=not train)
         y = checkpoint_name(y, "mlp_out")
-        x = x + DropPath(self.drop_path, name="drop_path2")(y, train=train)
+        x = x + DropPath(self.drop_path, name="drop_path2")(y, train=train, rate=drop_path)
         return nn.with_logical_constraint(x, ACT_TOKENS)
 
 
-def remat_block(block_cls: type[nn.Module], remat: str | bool | None) -> type[nn.Module]:
-    """Wraps a block class in ``nn.remat`` according to a config policy name ('none' = no remat)."""
+def remat_policy(remat: str | bool | None):
+    """A config's remat setting -> "none" or the ``jax.checkpoint`` policy (None: save nothing)."""
     if remat in (None, False, "none", ""):
-        return block_cls
+        return "none"
     if remat is True:
         remat = "full"
     if remat not in REMAT_POLICIES:
         raise ValueError(f"unknown remat policy {remat!r}; choose one of "
                          f"{['none'] + sorted(REMAT_POLICIES)}")
+    return REMAT_POLICIES[remat]
+
+
+def remat_block(block_cls: type[nn.Module], remat: str | bool | None) -> type[nn.Module]:
+    """Wraps a block class in ``nn.remat`` according to a config policy name ('none' = no remat)."""
+    policy = remat_policy(remat)
+    if policy == "none":
+        return block_cls
     # static_argnums counts `self` as 0: (x=1, train=2).
-    return nn.remat(block_cls, policy=REMAT_POLICIES[remat], static_argnums=(2,))
+    return nn.remat(block_cls, policy=policy, static_argnums=(2,))
 
 
 class Encoder(nn.Module):
-    """A stack of ``depth`` EncoderBlocks with linearly increasing drop-path (DeiT's schedule)."""
+    """A stack of ``depth`` EncoderBlocks with linearly increasing drop-path (DeiT's schedule).
+
+    ``scan_layers``: one ``nn.scan`` over the blocks (child ``block0-{depth-1}``, parameters stacked on
+    a leading ``layers`` axis; ``vitjax.models.scan``) instead of ``block0`` .. ``block{depth-1}``."""
     depth: int
     num_heads: int
     mlp_dim: int
@@ -251,13 +266,20 @@ class Encoder(nn.Module):
     param_dtype: Dtype = jnp.float32
     attention: str | None = "auto"
     attention_options: Any = None
+    scan_layers: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None):
+        rates = [self.drop_path * i / max(self.depth - 1, 1) for i in range(self.depth)]
+        if self.scan_layers and self.depth > 0:
+            block = EncoderBlock(self.num_heads, self.mlp_dim, self.dropout, self.attn_dropout, 0.0,
+                                 self.layernorm_eps, self.activation, self.qkv_bias, self.dtype, self.param_dtype,
+                                 self.attention, self.attention_options, name=stack_name("block", 0, self.depth - 1))
+            return scan_stack(block, x, lambda blk, y, layer, m: blk(y, train, m, layer.drop_path), length=self.depth,
+                              rates=rates, broadcast=(mask,), remat_policy=remat_policy(self.remat))
         block = remat_block(EncoderBlock, self.remat)
         for i in range(self.depth):
-            rate = self.drop_path * i / max(self.depth - 1, 1)
-            x = block(self.num_heads, self.mlp_dim, self.dropout, self.attn_dropout, rate,
+            x = block(self.num_heads, self.mlp_dim, self.dropout, self.attn_dropout, rates[i],
                       self.layernorm_eps, self.activation, self.qkv_bias, self.dtype, self.param_dtype,
                       self.attention, self.attention_options, name=f"block{i}")(x, train, mask)
         return x

@@ -60,6 +60,8 @@ class ViT(nn.Module):
       distilled: DeiT: add a distillation token and a second head; logits = mean of the two heads.
       dropout, attn_dropout, drop_path: regularisation (drop_path rises linearly to this rate).
       remat: per-block rematerialisation policy ("none", "full", "dots_saveable", "save_attn_mlp_out").
+      scan_layers: run the blocks as one ``nn.scan`` (parameters stacked under ``encoder/block0-{depth-1}``;
+        ``vitjax.models.scan``): one block to compile instead of ``depth``.
       dynamic_img_size: accept any image size that is a multiple of the patch size (DINO's local
         crops): learned positions are resampled bicubically from the ``image_size`` grid (DINO's
         ``interpolate_pos_encoding``), sin-cos tables are built for the input's grid.
@@ -86,6 +88,7 @@ class ViT(nn.Module):
     qkv_bias: bool = True
     head_zero_init: bool = True
     remat: str | bool | None = None
+    scan_layers: bool = False
     dynamic_img_size: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -158,7 +161,7 @@ class ViT(nn.Module):
         return Encoder(self.depth, self.num_heads, self.mlp_dim, self.dropout, self.attn_dropout,
                        self.drop_path, self.layernorm_eps, self.activation, self.qkv_bias, self.remat,
                        self.dtype, self.param_dtype, self.attention, self.attention_options,
-                       name="encoder")(x, train, mask)
+                       self.scan_layers, name="encoder")(x, train, mask)
 
     def pool_features(self, x, *, all_tokens: bool = False):
         """encoded tokens [B, T, D] -> pooled features [B, D] (or [B, 2, D] for DeiT's two tokens);
