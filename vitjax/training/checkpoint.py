@@ -34,6 +34,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from vitjax.models import scan
 from vitjax.param_tree import first_mismatch
 
 _log = logging.getLogger("vitjax")
@@ -176,15 +177,33 @@ class Checkpointer:
                 "from step %d, the newest intact checkpoint", bad, self.directory, reason, dest, step)
         return step, state
 
-    def check_params(self, step: int, abstract_params: Any) -> None:
-        """Raises CheckpointMismatchError naming the first parameter that does not fit."""
+    def _saved_params(self, step: int) -> Any:
+        """The checkpoint's parameter shapes (``jax.ShapeDtypeStruct``s, in its own layout)."""
         with self.reading(step):
             meta = self.manager.item_metadata(step)["params"]
         tree = getattr(meta, "tree", meta)
         if not tree:
             raise CheckpointDamagedError(f"checkpoint step {step} in {self.directory} is damaged (its params "
                                          f"item has no readable metadata)", step, "params metadata missing")
+        return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype), tree,
+                            is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+
+    def _other_layout(self, step: int, abstract_params: Any) -> Any:
+        """The checkpoint's parameter shapes when it was saved with scanned layers and the model is
+        unscanned or the reverse (``vitjax.models.scan``), else None."""
+        saved = self._saved_params(step)
+        return None if scan.same_layout(saved, abstract_params) else saved
+
+    def check_params(self, step: int, abstract_params: Any) -> None:
+        """Raises CheckpointMismatchError naming the first parameter that does not fit. A checkpoint
+        saved with scanned layers fits an unscanned model of the same shapes (and the reverse)."""
+        tree = self._saved_params(step)
         problem = first_mismatch(abstract_params, tree)
+        if problem and not scan.same_layout(tree, abstract_params):
+            try:
+                problem = first_mismatch(abstract_params, scan.to_layout(tree, abstract_params))
+            except ValueError as e:
+                problem = str(e)
         if problem:
             raise CheckpointMismatchError(
                 f"{self.directory} holds a checkpoint (step {step}) of a different model: {problem}. "
@@ -203,24 +222,41 @@ class Checkpointer:
         self.manager.save(step, args=ocp.args.Composite(**items))
 
     def restore(self, step: int, abstract_state, data_iter=None):
-        """Restores a full TrainState (with the shardings in ``abstract_state``) and the iterator."""
-        items = dict(
-            params=ocp.args.StandardRestore(abstract_state.params),
-            train=ocp.args.StandardRestore({"step": abstract_state.step,
-                                            "opt_state": abstract_state.opt_state,
-                                            "extra": abstract_state.extra}),
-        )
+        """Restores a full TrainState (with the shardings in ``abstract_state``) and the iterator; a
+        checkpoint in the other layout (scanned / unscanned layers) is converted, with one log line."""
+        saved = self._other_layout(step, abstract_state.params)
+        target = (abstract_state.params, {"step": abstract_state.step, "opt_state": abstract_state.opt_state,
+                                          "extra": abstract_state.extra})
+        if saved is not None:
+            target = scan.to_layout(target, saved)
+        items = dict(params=ocp.args.StandardRestore(target[0]), train=ocp.args.StandardRestore(target[1]))
         if data_iter is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
         with self.reading(step):
             r = self.manager.restore(step, args=ocp.args.Composite(**items))
-        return abstract_state.replace(params=r["params"], step=r["train"]["step"],
-                                      opt_state=r["train"]["opt_state"], extra=r["train"]["extra"])
+        params, train = r["params"], r["train"]
+        if saved is not None:
+            abstract_train = {"step": abstract_state.step, "opt_state": abstract_state.opt_state,
+                              "extra": abstract_state.extra}
+            params, train = self._convert(step, (params, train), (abstract_state.params, abstract_train))
+        return abstract_state.replace(params=params, step=train["step"], opt_state=train["opt_state"],
+                                      extra=train["extra"])
 
     def restore_params(self, step: int, abstract_params):
+        saved = self._other_layout(step, abstract_params)
+        target = abstract_params if saved is None else scan.to_layout(abstract_params, saved)
         with self.reading(step):
-            r = self.manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params)))
-        return r["params"]
+            r = self.manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
+        return r["params"] if saved is None else self._convert(step, r["params"], abstract_params)
+
+    def _convert(self, step: int, tree, abstract):
+        """``tree`` restored in the checkpoint's layout -> the layout and shardings of ``abstract``."""
+        names = scan.stack_names(abstract)
+        _log.warning("checkpoint step %d in %s was saved with %s layers; converted to this model's %s layout "
+                     "(model.scan_layers=%s)", step, self.directory, "unscanned" if names else "scanned",
+                     "scanned" if names else "unscanned", bool(names))
+        shardings = jax.tree.map(lambda a: getattr(a, "sharding", None), abstract)
+        return jax.jit(lambda t: scan.to_layout(t, abstract), out_shardings=shardings)(tree)
 
     def extra_metadata(self, step: int) -> dict:
         """The shapes/dtypes of the objective state (``train`` item's ``extra``; {} for stateless

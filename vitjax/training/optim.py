@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import ml_collections
 import optax
 
@@ -34,14 +35,18 @@ def decay_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(keep, params)
 
 
-def layer_id(path: tuple, num_layers: int) -> int:
+def layer_id(path: tuple, num_layers: int) -> int | np.ndarray:
     """BEiT/MAE layer index of a parameter: embeddings (patch_embed, pos_embedding, cls/dist tokens)
-    0, transformer block i -> i + 1, everything after the blocks (final norm, head) num_layers + 1."""
+    0, transformer block i -> i + 1, everything after the blocks (final norm, head) num_layers + 1.
+    A scanned stack ``block{a}-{b}`` (``vitjax.models.scan``) gets the array a+1 .. b+1."""
     names = [str(getattr(p, "key", getattr(p, "name", p))) for p in path]
     for n in names:
         m = re.fullmatch(r"block(\d+)", n)
         if m:
             return int(m.group(1)) + 1
+        m = re.fullmatch(r"block(\d+)-(\d+)", n)
+        if m:
+            return np.arange(int(m.group(1)), int(m.group(2)) + 1) + 1
     if names and names[-1] in ("cls", "dist", "pos_embedding") or "patch_embed" in names:
         return 0
     return num_layers + 1
@@ -52,11 +57,17 @@ def layer_decay_scales(params: Any, decay: float) -> Any:
     fine-tuning uses 0.75 for ViT-B, 0.65 for ViT-L/H): the head learns at the full rate, the patch
     embedding at decay^(L + 1)."""
     paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-    blocks = {int(m.group(1)) for p in paths for k in p
-              for m in [re.fullmatch(r"block(\d+)", str(getattr(k, "key", getattr(k, "name", k))))] if m}
+    blocks = {int(m.group(m.lastindex)) for p in paths for k in p
+              for m in [re.fullmatch(r"block(\d+)(?:-(\d+))?", str(getattr(k, "key", getattr(k, "name", k))))] if m}
     num_layers = max(blocks) + 1 if blocks else 0
-    return jax.tree_util.tree_map_with_path(
-        lambda p, _: float(decay) ** (num_layers + 1 - layer_id(p, num_layers)), params)
+
+    def scale(path, leaf):
+        ids = layer_id(path, num_layers)
+        if isinstance(ids, int):
+            return float(decay) ** (num_layers + 1 - ids)
+        # a scanned stack: one factor per layer along its leading axis
+        return jnp.asarray(float(decay) ** (num_layers + 1 - ids), jnp.float32).reshape((-1,) + (1,) * (leaf.ndim - 1))
+    return jax.tree_util.tree_map_with_path(scale, params)
 
 
 def scale_per_param(factors) -> optax.GradientTransformation:
@@ -70,7 +81,8 @@ def scale_per_param(factors) -> optax.GradientTransformation:
 
     def update(updates, state, params=None):
         f = factors(updates) if callable(factors) else factors
-        return jax.tree.map(lambda u, s: u if s == 1.0 else u * s, updates, f), state
+        return jax.tree.map(lambda u, s: u if isinstance(s, float) and s == 1.0 else (u * s).astype(u.dtype),
+                            updates, f), state
 
     return optax.GradientTransformation(init, update)
 
