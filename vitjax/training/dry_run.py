@@ -12,12 +12,54 @@ COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "coll
 
 
 def count_collectives(hlo_text: str) -> dict[str, int]:
-    """How many of each collective the compiled (per-device) program runs per step; async pairs
-    (``*-start``/``*-done``) count once."""
+    """How many collective instructions the compiled (per-device) program holds; async pairs
+    (``*-start``/``*-done``) count once. A loop's body is counted once here (``executed_collectives``
+    counts what a step runs)."""
     counts = {}
     for name in COLLECTIVES:
         counts[name] = len(re.findall(rf"\b{name}(?:-start)?\(", hlo_text))
     return counts
+
+
+_HEADER = re.compile(r"^(ENTRY )?%?([\w.\-]+) .*\{$")
+_CALLEE = re.compile(r"\b(body|calls|to_apply|condition|true_computation|false_computation)=%?([\w.\-]+)")
+_TRIP = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+
+
+def executed_collectives(hlo_text: str) -> dict[str, int]:
+    """How many of each collective one step runs: instructions inside a ``while`` body (scanned
+    layers, micro-batches) count once per iteration, from XLA's ``known_trip_count`` (once when XLA
+    does not know it)."""
+    comps: dict[str, list[str]] = {}
+    entry, current = None, None
+    for line in hlo_text.splitlines():
+        m = _HEADER.match(line)
+        if m and not line.startswith(" "):
+            current = m.group(2)
+            comps[current] = []
+            entry = current if m.group(1) else entry
+        elif line.strip() == "}":
+            current = None
+        elif current is not None:
+            comps[current].append(line)
+    if entry is None:
+        return count_collectives(hlo_text)
+    memo: dict[str, dict[str, int]] = {}
+
+    def run(name: str, depth: int = 0) -> dict[str, int]:
+        if name in memo or depth > 64:
+            return memo.get(name, dict.fromkeys(COLLECTIVES, 0))
+        counts = count_collectives("\n".join(comps.get(name, [])))
+        for line in comps.get(name, []):
+            trip = _TRIP.search(line)
+            for kind, callee in _CALLEE.findall(line):
+                times = int(trip.group(1)) if (kind == "body" and trip) else 1
+                for k, v in run(callee, depth + 1).items():
+                    counts[k] += times * v
+        memo[name] = counts
+        return counts
+
+    return run(entry)
 
 
 def format_dry_run(r: dict[str, Any]) -> str:
@@ -40,6 +82,9 @@ def format_dry_run(r: dict[str, Any]) -> str:
     if r.get("flops_per_device"):
         lines.append(f"FLOPs per device per step (XLA): {r['flops_per_device'] / 1e12:.3f} TFLOP")
     lines.append("collectives per step: " + ", ".join(f"{k} {v}" for k, v in r["collectives"].items()))
+    if r.get("collective_instructions") and r["collective_instructions"] != r["collectives"]:
+        lines.append("  (in the program: " + ", ".join(f"{k} {v}" for k, v in r["collective_instructions"].items())
+                     + "; loop bodies run once per layer / micro-batch)")
     return "\n".join(lines)
 
 
@@ -49,6 +94,7 @@ def dry_run_report(trainer) -> dict[str, Any]:
     batch = trainer.batches.abstract_batch(example)
     compiled = trainer.compiled_train_step(batch)
     mem = compiled.memory_analysis()
+    hlo = compiled.as_text()
     abstract = trainer.abstract_state
 
     def per_device(tree):
@@ -65,7 +111,8 @@ def dry_run_report(trainer) -> dict[str, Any]:
         "bytes_temporaries": int(getattr(mem, "temp_size_in_bytes", 0)) if mem else None,
         "bytes_generated_code": int(getattr(mem, "generated_code_size_in_bytes", 0)) if mem else None,
         "flops_per_device": trainer.flops_per_device,
-        "collectives": count_collectives(compiled.as_text()),
+        "collectives": executed_collectives(hlo),
+        "collective_instructions": count_collectives(hlo),
         "compile_seconds": trainer.compile_seconds, "trace_seconds": trainer.trace_seconds,
     }
     known = [report[k] for k in ("bytes_params", "bytes_optimizer", "bytes_batch", "bytes_temporaries")]

@@ -1,7 +1,10 @@
 """Model FLOPs per step from XLA's cost analysis, and MFU where the device's peak is known."""
 from __future__ import annotations
 
+import math
+
 import jax
+import jax.extend
 
 # Dense bf16 peak FLOP/s per device (no sparsity). Sources: NVIDIA H100/A100 datasheets;
 # Google Cloud TPU docs (v3, v4, v5e, v5p, v6e pages). See ../shared/notes/perf-anchors.md sec. 1.
@@ -30,8 +33,12 @@ def device_peak_flops(device: jax.Device | None = None) -> float | None:
     return None
 
 
-def compiled_flops(compiled) -> float | None:
-    """Total FLOPs of a compiled computation (all devices) from XLA's cost analysis, if reported."""
+def compiled_flops(compiled, jaxpr=None) -> float | None:
+    """FLOPs of a compiled computation from XLA's cost analysis, if reported.
+
+    XLA counts the body of a loop once, whatever its trip count, so a program with scanned layers
+    or micro-batches (``lax.scan``) would be reported several times too cheap. With the step's
+    ``jaxpr`` (``jax.jit(f).trace(...).jaxpr``) the figure is scaled by ``loop_factor``."""
     try:
         cost = compiled.cost_analysis()
     except Exception:  # some backends do not implement it
@@ -40,7 +47,47 @@ def compiled_flops(compiled) -> float | None:
         cost = cost[0] if cost else None
     if not cost or "flops" not in cost:
         return None
-    return float(cost["flops"])
+    return float(cost["flops"]) * (loop_factor(jaxpr) if jaxpr is not None else 1.0)
+
+
+def _sub_jaxprs(eqn):
+    for value in eqn.params.values():
+        for v in (value if isinstance(value, (tuple, list)) else (value,)):
+            if isinstance(v, jax.extend.core.ClosedJaxpr):
+                yield v.jaxpr
+            elif isinstance(v, jax.extend.core.Jaxpr):
+                yield v
+
+
+def _matmul_flops(jaxpr, unroll: bool) -> float:
+    """Matmul/conv FLOPs of a jaxpr (2 per multiply-add), each ``scan`` body counted ``length``
+    times (``unroll``) or once (as XLA does); branches of a ``cond`` count their costliest."""
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "dot_general":
+            (lc, _), _ = eqn.params["dimension_numbers"]
+            k = math.prod(eqn.invars[0].aval.shape[d] for d in lc)
+            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * k
+        elif name == "conv_general_dilated":
+            rhs = eqn.invars[1].aval.shape
+            dn = eqn.params["dimension_numbers"]
+            out_feature_dim = dn.rhs_spec[0]
+            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(rhs) / rhs[out_feature_dim]
+        elif name == "cond":
+            total += max((_matmul_flops(b.jaxpr, unroll) for b in eqn.params["branches"]), default=0.0)
+        else:
+            inner = sum(_matmul_flops(j, unroll) for j in _sub_jaxprs(eqn))
+            total += inner * (eqn.params["length"] if name == "scan" and unroll else 1)
+    return total
+
+
+def loop_factor(jaxpr) -> float:
+    """Matmul FLOPs of ``jaxpr`` (a ClosedJaxpr) with every scan run its full length, over the same
+    with each scan body once: the factor by which XLA's cost analysis undercounts a looped program."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    once = _matmul_flops(jaxpr, unroll=False)
+    return _matmul_flops(jaxpr, unroll=True) / once if once else 1.0
 
 
 def vit_forward_matmul_flops(model) -> float:

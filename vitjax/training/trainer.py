@@ -204,12 +204,13 @@ class Trainer:
                              donate_argnums=(0,))
             with self.mesh_context():
                 t0 = time.time()
-                lowered = jitted.lower(self.abstract_state, self.batches.abstract_batch(batch))
+                traced = jitted.trace(self.abstract_state, self.batches.abstract_batch(batch))
+                lowered = traced.lower()
                 t1 = time.time()
                 self._compiled_step = lowered.compile()
                 self.trace_seconds, self.compile_seconds = t1 - t0, time.time() - t1
-            # XLA reports the per-device program's FLOPs under SPMD partitioning.
-            self.flops_per_device = compiled_flops(self._compiled_step)
+            # XLA reports the per-device program's FLOPs under SPMD partitioning (loops: scaled by the jaxpr).
+            self.flops_per_device = compiled_flops(self._compiled_step, traced.jaxpr)
         return self._compiled_step
 
     def dry_run(self) -> dict[str, Any]:
