@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from vitjax.models.scan import check_uniform, scan_stack, stack_name
 from vitjax.models.transformer import DropPath, classifier_head, Einsum, LayerNorm, _p, activation_fn, dense_init
 from vitjax.models.registry import build_module, register_model
 
@@ -180,16 +181,17 @@ class PVTBlock(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, train: bool = False):
+    def __call__(self, x, train: bool = False, drop_path=None):
+        """x: [B, H, W, C] -> [B, H, W, C]; ``drop_path``: this layer's (traced) rate in a scanned stack."""
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = nn.with_logical_constraint(x, ("act_batch", None, None, "act_embed"))
         y = SRAttention(self.num_heads, self.sr_ratio, self.linear, self.qkv_bias, name="attn", **kw)(
             LayerNorm(1e-6, name="norm1", **kw)(x))
         y = nn.Dropout(self.dropout)(y, deterministic=not train)
-        x = x + DropPath(self.drop_path, name="drop_path1")(y, train=train)
+        x = x + DropPath(self.drop_path, name="drop_path1")(y, train=train, rate=drop_path)
         y = PVTMlp(int(x.shape[-1] * self.mlp_ratio), self.version == 2, self.linear, self.dropout, name="mlp",
                    **kw)(LayerNorm(1e-6, name="norm2", **kw)(x), train=train)
-        return x + DropPath(self.drop_path, name="drop_path2")(y, train=train)
+        return x + DropPath(self.drop_path, name="drop_path2")(y, train=train, rate=drop_path)
 
 
 class PVT(nn.Module):
@@ -203,6 +205,8 @@ class PVT(nn.Module):
       embed_dims, depths, num_heads, mlp_ratios, sr_ratios: per stage.
       linear: v2's linear SRA (7x7 average pool instead of the strided conv).
       qkv_bias, dropout, drop_path: as timm (drop_path rises linearly over all blocks).
+      scan_layers: each stage's blocks as one ``nn.scan`` (child ``stage{s}_block0-{d-1}``, parameters
+        stacked on a leading ``layers`` axis; ``vitjax.models.scan``).
       dtype, param_dtype: compute and storage dtypes.
     """
     num_classes: int = 1000
@@ -219,6 +223,7 @@ class PVT(nn.Module):
     dropout: float = 0.0
     drop_path: float = 0.0
     head_zero_init: bool = False
+    scan_layers: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -240,6 +245,12 @@ class PVT(nn.Module):
                 raise ValueError(f"stage {s + 1} width {d} is not divisible by its num_heads={h}")
         super().__post_init__()
 
+    def _block_kwargs(self, s: int, b: int) -> dict:
+        """The ``PVTBlock`` settings of block ``b`` of stage ``s``, all but its drop-path rate."""
+        return dict(num_heads=self.num_heads[s], sr_ratio=self.sr_ratios[s], mlp_ratio=self.mlp_ratios[s],
+                    version=self.version, linear=self.linear, qkv_bias=self.qkv_bias, dropout=self.dropout,
+                    dtype=self.dtype, param_dtype=self.param_dtype)
+
     @nn.compact
     def __call__(self, images, *, train: bool = False, features: bool = False):
         """images [B, H, W, C] -> logits; ``features=True``: the normalised stage maps [B, H_s, W_s, C_s]."""
@@ -259,10 +270,20 @@ class PVT(nn.Module):
             if self.version == 1:
                 x = nn.Dropout(self.dropout)(PosEmbed(self.param_dtype, name=f"stage{s}_pos")(x),
                                              deterministic=not train)
-            for b in range(self.depths[s]):
-                x = PVTBlock(self.num_heads[s], self.sr_ratios[s], self.mlp_ratios[s], self.version, self.linear,
-                             self.qkv_bias, self.dropout, rates[i], name=f"stage{s}_block{b}", **kw)(x, train)
-                i += 1
+            depth = self.depths[s]
+            if self.scan_layers and depth > 0:
+                kwargs = [self._block_kwargs(s, b) for b in range(depth)]
+                # dtypes are model-wide: left out of the comparison to keep its message readable
+                check_uniform(f"stage {s} (blocks stage{s}_block0..{depth - 1})",
+                              [{k: v for k, v in kw.items() if k not in ("dtype", "param_dtype")} for kw in kwargs])
+                block = PVTBlock(**kwargs[0], name=stack_name(f"stage{s}_block", 0, depth - 1))
+                x = scan_stack(block, x, lambda blk, y, layer: blk(y, train, layer.drop_path), length=depth,
+                               rates=rates[i:i + depth])
+            else:
+                for b in range(depth):
+                    x = PVTBlock(**self._block_kwargs(s, b), drop_path=rates[i + b], name=f"stage{s}_block{b}")(
+                        x, train)
+            i += depth
             x = LayerNorm(1e-6, name=f"stage{s}_norm", **kw)(x)
             pyramid.append(x)
         if features:

@@ -30,9 +30,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from jax.ad_checkpoint import checkpoint_name
 
 from vitjax.kernels.window_attention import window_attention, window_shift_mask
-from vitjax.models.transformer import DropPath, classifier_head, Einsum, LayerNorm, MlpBlock, _p, dense_init, remat_block
+from vitjax.models.scan import check_uniform, scan_stack, stack_name
+from vitjax.models.transformer import (DropPath, classifier_head, Einsum, LayerNorm, MlpBlock, _p, dense_init,
+                                       remat_block, remat_policy)
 from vitjax.models.registry import build_module, register_model
 
 # name: (embed_dim, depths, num_heads). Liu et al. 2021, sec. 3.3 ("Architecture Variants");
@@ -175,43 +178,45 @@ class SwinBlock(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
-    def _attention(self, x):
+    def _attention(self, x, shifted=None):
         b, h, w, c = x.shape
-        ws, s = self.window_size, self.shift
+        ws = self.window_size
+        # In a scanned stack one block serves the W-MSA and the SW-MSA layers: ``shifted`` (a traced
+        # 0/1) scales the roll, and the shift mask is zeroed for unshifted layers (adding 0 is exact).
+        s = self.shift if shifted is None else shifted * self.shift
+        roll = (lambda y, k: jnp.roll(y, (k, k), axis=(1, 2))) if self.shift else (lambda y, k: y)  # noqa: E731
         ph, pw = (-h) % ws, (-w) % ws
         pad = lambda y: jnp.pad(y, ((0, 0), (0, ph), (0, pw), (0, 0))) if ph or pw else y  # noqa: E731
-        if self.pad_before_shift:      # HF: pad, shift; the roll wraps over the padded map
-            y = pad(x)
-            y = jnp.roll(y, (-s, -s), axis=(1, 2)) if s else y
-        else:                          # timm: shift, pad
-            y = jnp.roll(x, (-s, -s), axis=(1, 2)) if s else x
-            y = pad(y)
+        # HF pads, then shifts (the roll wraps over the padded map); timm shifts, then pads.
+        y = roll(pad(x), -s) if self.pad_before_shift else pad(roll(x, -s))
         hp, wp = h + ph, w + pw
-        mask = jnp.asarray(window_shift_mask(hp, wp, ws, s)) if s else None
+        mask = jnp.asarray(window_shift_mask(hp, wp, ws, self.shift)) if self.shift else None
+        if mask is not None and shifted is not None:
+            mask = jnp.where(shifted, mask, 0.0)
         win = nn.with_logical_constraint(window_partition(y, ws), WINDOWS)
         out = WindowAttention(self.num_heads, ws, self.qkv_bias, self.attention_impl, self.attention_interpret,
                               self.version, self.dtype, self.param_dtype, name="attn")(win, mask)
         y = window_reverse(out, ws, b, hp, wp)
         if self.pad_before_shift:
-            y = jnp.roll(y, (s, s), axis=(1, 2)) if s else y
-            return y[:, :h, :w]
-        y = y[:, :h, :w]
-        return jnp.roll(y, (s, s), axis=(1, 2)) if s else y
+            return roll(y, s)[:, :h, :w]
+        return roll(y[:, :h, :w], s)
 
     @nn.compact
-    def __call__(self, x, train: bool = False):
+    def __call__(self, x, train: bool = False, drop_path=None, shifted=None):
+        """x: [B, H, W, C] -> [B, H, W, C]. In a scanned stack (``Swin.scan_layers``): ``drop_path``, this
+        layer's rate, and ``shifted``, 0 (W-MSA) or 1 (SW-MSA by ``shift``), both traced scalars."""
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = nn.with_logical_constraint(x, MAP)
         norm1 = LayerNorm(self.layernorm_eps, name="norm1", **kw)
         norm2 = LayerNorm(self.layernorm_eps, name="norm2", **kw)
         mlp = MlpBlock(int(x.shape[-1] * self.mlp_ratio), self.dropout, "gelu", name="mlp", **kw)
         post = self.version == 2      # v2: residual post-norm, x + LN(f(x)) (Liu et al. 2022, sec. 3.1)
-        y = norm1(self._attention(x)) if post else self._attention(norm1(x))
-        y = nn.Dropout(self.dropout)(y, deterministic=not train)
-        x = x + DropPath(self.drop_path, name="drop_path1")(y, train=train)
+        y = norm1(self._attention(x, shifted)) if post else self._attention(norm1(x), shifted)
+        y = checkpoint_name(nn.Dropout(self.dropout)(y, deterministic=not train), "attn_out")   # remat policies
+        x = x + DropPath(self.drop_path, name="drop_path1")(y, train=train, rate=drop_path)
         y = norm2(mlp(x, train=train)) if post else mlp(norm2(x), train=train)
-        y = nn.Dropout(self.dropout)(y, deterministic=not train)
-        x = x + DropPath(self.drop_path, name="drop_path2")(y, train=train)
+        y = checkpoint_name(nn.Dropout(self.dropout)(y, deterministic=not train), "mlp_out")
+        x = x + DropPath(self.drop_path, name="drop_path2")(y, train=train, rate=drop_path)
         return nn.with_logical_constraint(x, MAP)
 
 
@@ -261,6 +266,9 @@ class Swin(nn.Module):
         reference on CPU).
       head_zero_init: zero-initialise the classifier (else trunc-normal 0.02, as timm).
       remat: per-block rematerialisation policy ("none", "full", "dots_saveable", "save_attn_mlp_out").
+      scan_layers: each stage's blocks as one ``nn.scan`` (child ``stage{s}_block0-{d-1}``, parameters
+        stacked on a leading ``layers`` axis; ``vitjax.models.scan``); W-MSA and SW-MSA layers share the
+        stack, the shift being a per-layer input (layer index % 2).
       dtype, param_dtype: compute and storage dtypes.
     """
     num_classes: int = 1000
@@ -282,6 +290,7 @@ class Swin(nn.Module):
     attention_interpret: bool | None = None
     head_zero_init: bool = False
     remat: str | bool | None = None
+    scan_layers: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -313,6 +322,29 @@ class Swin(nn.Module):
     def num_features(self) -> int:
         return self.stage_dims[-1]
 
+    def _block_kwargs(self, s: int, b: int) -> dict:
+        """The ``SwinBlock`` settings of block ``b`` of stage ``s``, all but its drop-path rate."""
+        _, win, shift = self.geometry[s]
+        return dict(num_heads=self.num_heads[s], window_size=win, shift=shift if b % 2 else 0,
+                    mlp_ratio=self.mlp_ratio, dropout=self.dropout, layernorm_eps=self.layernorm_eps,
+                    qkv_bias=self.qkv_bias, pad_before_shift=self.pad_before_shift,
+                    attention_impl=self.attention_impl, attention_interpret=self.attention_interpret,
+                    version=self.version, dtype=self.dtype, param_dtype=self.param_dtype)
+
+    def _scanned_stage(self, x, s: int, rates: list[float], train: bool):
+        """Stage ``s``'s blocks as one scanned stack: one ``SwinBlock`` built with the stage's shift,
+        told per layer whether to apply it (odd layers, as the unscanned alternation)."""
+        depth = self.depths[s]
+        # The shift is a per-layer input, so only the other settings must agree between blocks (the
+        # dtypes, model-wide, are left out of the comparison to keep its message readable).
+        kwargs = [self._block_kwargs(s, b) for b in range(depth)]
+        check_uniform(f"stage {s} (blocks stage{s}_block0..{depth - 1})",
+                      [{k: v for k, v in kw.items() if k not in ("shift", "dtype", "param_dtype")} for kw in kwargs])
+        block = SwinBlock(**{**kwargs[0], "shift": self.geometry[s][2]},
+                          name=stack_name(f"stage{s}_block", 0, depth - 1))
+        return scan_stack(block, x, lambda blk, y, layer: blk(y, train, layer.drop_path, layer.index % 2),
+                          length=depth, rates=rates, remat_policy=remat_policy(self.remat))
+
     @nn.compact
     def __call__(self, images, *, train: bool = False, features: bool = False):
         """images [B, H, W, C] -> logits [B, num_classes]; ``features=True``: the list of stage outputs
@@ -331,17 +363,17 @@ class Swin(nn.Module):
         block_cls = remat_block(SwinBlock, self.remat)
         pyramid = []
         i = 0
-        for s, (depth, heads) in enumerate(zip(self.depths, self.num_heads)):
-            _, win, shift = self.geometry[s]
+        for s, depth in enumerate(self.depths):
             if s > 0:
                 x = PatchMerging(self.stage_dims[s], self.layernorm_eps, self.version, name=f"stage{s}_downsample",
                                  **kw)(x)
-            for b in range(depth):
-                x = block_cls(heads, win, shift if b % 2 else 0, self.mlp_ratio, self.dropout, rates[i],
-                              self.layernorm_eps, self.qkv_bias, self.pad_before_shift, self.attention_impl,
-                              self.attention_interpret, self.version, self.dtype, self.param_dtype,
-                              name=f"stage{s}_block{b}")(x, train)
-                i += 1
+            if self.scan_layers and depth > 0:
+                x = self._scanned_stage(x, s, rates[i:i + depth], train)
+            else:
+                for b in range(depth):
+                    x = block_cls(**self._block_kwargs(s, b), drop_path=rates[i + b], name=f"stage{s}_block{b}")(
+                        x, train)
+            i += depth
             pyramid.append(x)
         if features:
             return pyramid
