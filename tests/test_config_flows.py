@@ -10,6 +10,7 @@ import pytest
 from vitjax.config import ConfigError, apply_overrides, flat_keys, load_config_file, set_key, validate
 from vitjax.config_defaults import OPTIONAL
 from vitjax.models import build_model
+from vitjax.models.registry import model_options
 from vitjax.training.trainer import Trainer
 
 from conftest import REPO, make_tiny_config
@@ -46,7 +47,7 @@ def test_every_override_in_the_readme_is_accepted():
         named = re.search(r"--config[ =](\S+\.py)", line)
         config = load_config_file(str(REPO / named.group(1)) if named else DIGITS)
         for key, value in OVERRIDE.findall(line):
-            set_key(config, key, value.rstrip(".,;)"))
+            set_key(config, key, value.rstrip(".,;)"), model_options)    # as the command line does
             seen += 1
     assert seen >= 20                                # the walk found the README's overrides
 

@@ -2,7 +2,6 @@
 unrolled one (values and gradients), the layouts convert losslessly (params, optimizer state,
 checkpoints, exports), and what XLA under-reports for loops (FLOPs, collectives) is corrected."""
 import logging
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -22,12 +21,10 @@ from vitjax.param_tree import strip_boxes
 from vitjax.training.checkpoint import Checkpointer
 from vitjax.training.dry_run import executed_collectives
 from vitjax.training.flops import compiled_flops
-from vitjax.training.trainer import Trainer
+from vitjax.training.step import TrainState
 from vitjax.generation import generate
 
-from conftest import make_tiny_config
-
-ONE = jax.devices()[:1]
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 def _max_diff(a, b):
@@ -151,29 +148,35 @@ def test_scanned_lm_generates_the_same_tokens_and_mid_layer_features():
     np.testing.assert_array_equal(np.asarray(g0.tokens), np.asarray(g1.tokens))
 
 
-def test_checkpoint_saved_scanned_resumes_unscanned_on_the_same_trajectory(tmp_path, caplog):
-    """Run A: scanned, 8 steps. Run B: A's checkpoint at step 4 resumed with scan_layers=False to
-    step 8. Same data order and keys: B's final weights equal A's (converted), and B logged the conversion."""
-    over = {"model.scan_layers": "True", "model.drop_path": "0.0", "train.total_steps": "8",
-            "train.checkpoint_every_steps": "4", "train.eval_every_steps": "8", "train.tensorboard": "False"}
-    a = tmp_path / "a"
-    Trainer(make_tiny_config(**over), str(a), devices=ONE).train()
-    b = tmp_path / "b"
-    shutil.copytree(a, b)
-    shutil.rmtree(b / "checkpoints" / "8")
-    with caplog.at_level(logging.WARNING, logger="vitjax"):
-        Trainer(make_tiny_config(**{**over, "model.scan_layers": "False"}), str(b), devices=ONE).train()
-    assert any("checkpoint step 4 in" in r.message and "was saved with scanned layers; converted to this "
-               "model's unscanned layout" in r.message for r in caplog.records)
-    ck = {w: Checkpointer(str(w), async_save=False) for w in (a, b)}
-    shapes_a = ck[a]._saved_params(8)
-    shapes_b = ck[b]._saved_params(8)
-    assert scan.stack_names(shapes_a) == {"block0-1"} and not scan.stack_names(shapes_b)
-    params_a = ck[a].restore_params(8, shapes_a)
-    params_b = ck[b].restore_params(8, shapes_a)         # B's unscanned checkpoint read in A's layout
-    assert _max_diff(params_a, params_b) < 1e-5
-    for c in ck.values():
-        c.close()
+def test_checkpoint_saved_scanned_restores_unscanned_and_the_reverse(vit_pair, tmp_path, caplog):
+    """A train state (params, Adam's moments, a DINO-style teacher in ``extra``) saved in one layout
+    resumes in the other: converted, into the target's shardings, with one log line."""
+    _, _, p0, _, p1, _ = vit_pair
+    tx = optax.adamw(1e-3)
+    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+    def state(params):
+        grads = jax.tree.map(lambda a: 0.1 * a + 0.01, params)
+        opt = tx.update(grads, tx.init(params), params)[1]          # non-zero moments
+        return TrainState(step=jnp.asarray(3, jnp.int32), params=params, opt_state=opt,
+                          extra={"teacher": jax.tree.map(lambda a: a * 2, params)})
+
+    def abstract(st):
+        return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=dev), st)
+
+    for saved, target, layout in ((p1, p0, "scanned"), (p0, p1, "unscanned")):
+        wd = tmp_path / layout
+        ck = Checkpointer(str(wd), async_save=False)
+        ck.save(3, state(saved))
+        ck.wait()
+        with caplog.at_level(logging.WARNING, logger="vitjax"):
+            step, restored = Checkpointer(str(wd), async_save=False).resume(abstract(state(target)))
+        other = "unscanned" if layout == "scanned" else "scanned"
+        assert any(f"was saved with {layout} layers; converted to this model's {other} layout" in r.message
+                   for r in caplog.records)
+        assert step == 3 and _max_diff(restored, state(target)) < 1e-6
+        assert scan.same_layout(restored.params, target) and scan.same_layout(restored.opt_state, target)
+        assert restored.params["head"]["kernel"].sharding == dev
 
 
 def test_flops_of_a_scanned_step_count_every_layer():
