@@ -105,6 +105,65 @@ def test_probe_features_are_a_middle_layer_average(lm, par, caplog):
         objective(probe_layer=3).feature_fn(model)
 
 
+def test_probe_layers_concatenate_several_blocks_average_pooled_outputs(lm, par, caplog):
+    model, params, tokens = lm
+    obj = objective(probe=("linear",), probe_layers=[1, 2], num_classes=10)
+    with caplog.at_level("INFO", logger="vitjax"):
+        feats = obj.feature_fn(model)(params, tokens)
+    assert "probing the average-pooled outputs of block_0, block_1 (layers 1, 2 of 2), concatenated" in caplog.text
+    want = [model.apply({"params": params}, tokens[:, :-1], return_layer=k).mean(axis=1) for k in (1, 2)]
+    assert feats.shape == (3, 32)
+    np.testing.assert_allclose(feats, jnp.concatenate(want, axis=-1), rtol=1e-6)
+    # Captured by name from a model without return_layer: the same as probing each layer alone.
+    pmodel, pparams, ptokens = par
+    both = objective(probe_block="self_attend{}", probe_layers=[2, 1]).feature_fn(pmodel)(pparams, ptokens)
+    one = [objective(probe_block="self_attend{}", probe_layer=k).feature_fn(pmodel)(pparams, ptokens) for k in (2, 1)]
+    np.testing.assert_allclose(both, jnp.concatenate(one, axis=-1), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"^objective.probe_layers=\[1, 3\] must be between 1 and the model's "
+                                         r"depth 2$"):
+        objective(probe=("linear",), probe_layers=[1, 3]).check_model(model)     # at start-up
+    with pytest.raises(ValueError, match=r"^objective.probe_layers=\[1, 2\] and probe_layer=2: set one of them"):
+        objective(probe_layers=[1, 2], probe_layer=2)
+
+
+def test_igpt_translation_augmentation_shifts_the_digit_before_its_pixel_tokens():
+    """configs/igpt_digits.py's train ops move the digit by dx in -1..1 columns (rows stay), background
+    (token 0) filling the uncovered column, then tokenise it; its eval ops leave held-out digits as they are."""
+    from vitjax.data.ops import apply_ops, build_ops
+    from vitjax.data.translate import translate
+
+    c = shrink_config("igpt_digits.py", {}, {})
+    image = (np.arange(64, dtype=np.int64).reshape(8, 8, 1) % 17 * 255 // 16).astype(np.uint8)  # palette greys
+    levels = np.arange(64).reshape(8, 8) % 17
+
+    class Offsets:   # the (dy, dx) that random_translate draws, checked against its ranges
+        def __init__(self, dx):
+            self.calls = iter([((0, 1), 0), ((-1, 2), dx)])
+
+        def integers(self, low, high):
+            (want, value) = next(self.calls)
+            assert (low, high) == want
+            return value
+
+    train_ops, eval_ops = build_ops(list(c.input.train_ops)), build_ops(list(c.input.eval_ops))
+    for dx in (-1, 1):
+        want = np.zeros((8, 8), np.int64)
+        if dx < 0:
+            want[:, :-1] = levels[:, 1:]               # left one column
+        else:
+            want[:, 1:] = levels[:, :-1]               # right one column
+        tokens = apply_ops({"image": image}, train_ops, Offsets(dx))["tokens"]
+        np.testing.assert_array_equal(tokens, np.concatenate([[17], want.ravel()]))
+    np.testing.assert_array_equal(apply_ops({"image": image}, eval_ops, None)["tokens"],
+                                  np.concatenate([[17], levels.ravel()]))
+    # Both axes (down 2, left 1), and a shift past the edge leaves only background.
+    img = np.arange(1, 13, dtype=np.uint8).reshape(3, 4)
+    np.testing.assert_array_equal(translate(img, 2, -1), [[0, 0, 0, 0], [0, 0, 0, 0], [2, 3, 4, 0]])
+    np.testing.assert_array_equal(translate(img, 0, 4, fill=7), np.full((3, 4), 7))
+    with pytest.raises(ValueError, match=r"^random_translate: max_dy=-1 and max_dx=1 must be >= 0$"):
+        build_ops([dict(op="random_translate", max_dy=-1, max_dx=1)])
+
+
 def test_model_and_batch_mismatches_are_one_clear_line(lm):
     model, _, _ = lm
     with pytest.raises(ValueError) as e:
@@ -148,7 +207,7 @@ def test_igpt_config_trains_and_probes_end_to_end(tmp_path):
         "model.width": 16, "model.depth": 2, "model.num_heads": 2, "model.mlp_dim": 32, "input.batch_size": 16,
         "input.eval_batch_size": 120, "train.total_steps": 2, "train.eval_every_steps": 2,
         "train.checkpoint_every_steps": 2, "train.log_every_steps": 1, "optim.warmup_steps": 0,
-        "train.tensorboard": False, "objective.linear_epochs": 2,
+        "train.tensorboard": False, "objective.linear_epochs": 2, "objective.probe_layers": "[1, 2]",
         "input.eval_data.split": "test",
     }, {})
     summary = Trainer(c, str(tmp_path / "igpt")).train()

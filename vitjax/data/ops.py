@@ -13,15 +13,16 @@ decode at reduced JPEG resolution when the crop allows and resize only the crop.
 
 The ops are entries of ``vitjax.data.registry.OPS``, registered with ``@register_op(NAME)`` by
 the modules that define them: ``image_ops`` (decoding, geometry, normalize), ``augment``
-(RandAugment, colour, blur, multi-crop), ``text`` (tokenize) and ``pixel_tokens`` (images as
-palette-index sequences for autoregressive models). This module imports all four, so
+(RandAugment, colour, blur, multi-crop), ``text`` (tokenize), ``pixel_tokens`` (images as
+palette-index sequences for autoregressive models) and ``translate`` (per-axis random translations;
+``detection`` adds the box-aware ops). This module imports them all, so
 ``build_ops`` always sees every op. Batch-level ops (mixup/cutmix) live in ``batch_ops``.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
-from vitjax.data import augment, detection, image_ops, pixel_tokens, text  # noqa: F401  (they fill OPS)
+from vitjax.data import augment, detection, image_ops, pixel_tokens, text, translate  # noqa: F401  (they fill OPS)
 from vitjax.data.image_ops import apply_ops, pixels  # noqa: F401  (re-exported)
 from vitjax.data.registry import OPS, register_op  # noqa: F401  (re-exported)
 from vitjax.registry import build_from_specs

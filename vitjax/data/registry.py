@@ -16,7 +16,7 @@ Add an entry with the decorator beside its definition:
 
 The modules that *use* a table import the modules that *fill* it, so that a table is complete
 whenever it is used: ``sources`` imports ``digits``, ``synthetic_digits``, ``captions`` and
-``digit_pairs``; ``ops`` imports ``image_ops``, ``augment``, ``text`` and ``pixel_tokens``; ``batch_ops``
+``digit_pairs``; ``ops`` imports ``image_ops``, ``augment``, ``text``, ``pixel_tokens`` and ``translate``; ``batch_ops``
 fills and uses ``BATCH_OPS`` itself.
 A plug-in defined outside ``vitjax.data`` registers itself when its module is imported.
 """

@@ -22,6 +22,8 @@ At eval steps a linear probe (``default_evals``, the ``vitjax.evals`` ``linear_p
 average-pooled hidden states of a middle block on the labels (iGPT, Chen et al. 2020, sec. 4.1:
 the best linear-probe features are mid-network). ``probe_layer`` (default depth // 2) counts blocks:
 layer l is the output of block ``probe_block.format(l - 1)``; the probed block is logged.
+``probe_layers=[l1, l2, ...]`` instead probes the concatenation of several blocks' average-pooled
+outputs ([B, width * len(probe_layers)]), as iGPT's best ImageNet linear probes did (sec. 4.3).
 """
 from __future__ import annotations
 
@@ -82,11 +84,13 @@ class NextToken(Objective):
       unit: the metric is ``bits_per_<unit>``.
       probe, probe_layer, probe_block, probe_train_examples, knn_*, linear_*, num_classes: the
         frozen-feature probes run at eval steps (``ProbeOptions``); () for none.
+      probe_layers: several layers whose average-pooled outputs are concatenated for the probes
+        (None: the one ``probe_layer``; setting both is an error).
     """
     feature_input = "tokens"
 
     def __init__(self, seq_len: int, vocab_size: int | None = None, pad_id: int | None = None,
-                 unit: str = "pixel", probe=("linear",), probe_layer: int | None = None,
+                 unit: str = "pixel", probe=("linear",), probe_layer: int | None = None, probe_layers=None,
                  probe_block: str = "block_{}", probe_train_examples=None, knn_k: int = 20,
                  knn_temperature: float = 0.07, linear_epochs: int = 100, linear_batch_size: int = 256,
                  linear_lr: float = 0.1, linear_optimizer: str = "sgd", num_classes=None):
@@ -97,6 +101,10 @@ class NextToken(Objective):
         self.pad_id = None if pad_id is None else int(pad_id)
         self.metric = f"bits_per_{unit}"
         self.probe_layer = None if probe_layer is None else int(probe_layer)
+        self.probe_layers = None if probe_layers is None else tuple(int(x) for x in probe_layers)
+        if self.probe_layers is not None and (not self.probe_layers or self.probe_layer is not None):
+            raise ValueError(f"objective.probe_layers={probe_layers} and probe_layer={probe_layer}: set one of "
+                             f"them (probe_layers a non-empty list of layers)")
         self.probe_block = str(probe_block)
         self._announced = False
         self.probes = ProbeOptions(probe, probe_train_examples, knn_k, knn_temperature, linear_epochs,
@@ -119,6 +127,8 @@ class NextToken(Objective):
             raise ValueError(f"the model reads {self.seq_len - 1} positions (objective.seq_len={self.seq_len} "
                              f"less the last token) but model.max_len={max_len}: set "
                              f"--config.model.max_len={self.seq_len - 1}")
+        if self.probe_layers and self.probes.probe:     # at start-up, not at the first eval step
+            self.probed_blocks(model)
 
     def check_batch(self, model, batch):
         if "tokens" not in batch:
@@ -176,39 +186,52 @@ class NextToken(Objective):
         return jnp.sum(ce * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
 
     # ------------------------------------------------------------------------------ evaluation
-    def probed_block(self, model) -> tuple[str, int, int | None]:
-        """(submodule name, layer, depth) of the features ``feature_fn`` returns."""
+    def probed_blocks(self, model) -> tuple[list[str], list[int], int | None]:
+        """(submodule names, layers, depth) of the features ``feature_fn`` returns."""
         depth = model_depth(model)
-        layer = self.probe_layer or (max(1, depth // 2) if depth else None)
-        if layer is None:
+        layers = self.probe_layers or [self.probe_layer or (max(1, depth // 2) if depth else None)]
+        if layers[0] is None:
             raise ValueError(f"objective.probe_layer is needed: {type(model).__name__} has no depth attribute")
-        if depth is not None and not 1 <= layer <= depth:
-            raise ValueError(f"objective.probe_layer={layer} must be between 1 and the model's depth {depth}")
-        return self.probe_block.format(layer - 1), layer, depth
+        option = "probe_layers" if self.probe_layers else "probe_layer"
+        for layer in layers:
+            if depth is not None and not 1 <= layer <= depth:
+                raise ValueError(f"objective.{option}={layer if option == 'probe_layer' else list(layers)} "
+                                 f"must be between 1 and the model's depth {depth}")
+        return [self.probe_block.format(layer - 1) for layer in layers], list(layers), depth
 
     def feature_fn(self, model):
-        """``fn(params, tokens [B, seq_len]) -> [B, width]``: the hidden states after ``probe_layer``
-        blocks of ``tokens[:, :-1]``, averaged over the positions: through ``return_layer`` for a model
-        that has it (``lm``), else captured with flax's ``capture_intermediates`` from the submodule
-        that ``probe_block`` names (e.g. Perceiver AR's ``self_attend{}``)."""
-        name, layer, depth = self.probed_block(model)
-        message = f"next_token: probing the average-pooled output of {name} (layer {layer} of {depth})"
+        """``fn(params, tokens [B, seq_len]) -> [B, width * number of probed layers]``: the hidden
+        states after ``probe_layer`` blocks (or each of ``probe_layers``, concatenated) of
+        ``tokens[:, :-1]``, averaged over the positions: through ``return_layer`` for a model that has
+        it (``lm``), else captured with flax's ``capture_intermediates`` from the submodules that
+        ``probe_block`` names (e.g. Perceiver AR's ``self_attend{}``)."""
+        names, layers, depth = self.probed_blocks(model)
+        if len(layers) == 1:
+            message = f"next_token: probing the average-pooled output of {names[0]} (layer {layers[0]} of {depth})"
+        else:
+            message = (f"next_token: probing the average-pooled outputs of {', '.join(names)} (layers "
+                       f"{', '.join(map(str, layers))} of {depth}), concatenated")
         log.info(message)
         if not self._announced:     # once per run, beside the trainer's own "vitjax:" status lines
             print(f"vitjax: {message}")
             self._announced = True
+
+        def pooled(hs):
+            return jnp.concatenate([jnp.mean(h.astype(jnp.float32), axis=1) for h in hs], axis=-1)
+
         if "return_layer" in inspect.signature(type(model).__call__).parameters:   # the lm family's own API
-            return lambda params, tokens: jnp.mean(model.apply({"params": params}, tokens[:, :-1], train=False,
-                                                               return_layer=layer).astype(jnp.float32), axis=1)
+            return lambda params, tokens: pooled([model.apply({"params": params}, tokens[:, :-1], train=False,
+                                                              return_layer=layer) for layer in layers])
 
         def fn(params, tokens):
             _, state = model.apply({"params": params}, tokens[:, :-1], train=False, mutable=["intermediates"],
-                                   capture_intermediates=lambda mdl, method: mdl.name == name and method == "__call__")
-            h = _find(state["intermediates"], name)
-            if h is None:
-                raise ValueError(f"objective.probe_block={self.probe_block!r}: {type(model).__name__} has no "
-                                 f"submodule {name!r}; name its blocks' pattern (e.g. 'self_attend{{}}')")
-            return jnp.mean(h.astype(jnp.float32), axis=1)
+                                   capture_intermediates=lambda mdl, method: mdl.name in names and method == "__call__")
+            hs = [_find(state["intermediates"], name) for name in names]
+            for name, h in zip(names, hs):
+                if h is None:
+                    raise ValueError(f"objective.probe_block={self.probe_block!r}: {type(model).__name__} has no "
+                                     f"submodule {name!r}; name its blocks' pattern (e.g. 'self_attend{{}}')")
+            return pooled(hs)
         return fn
 
     def default_evals(self):
