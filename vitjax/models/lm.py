@@ -30,7 +30,7 @@ protocol of ``vitjax.generation``.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -279,27 +279,19 @@ class LM(nn.Module):
         """Shapes of ``model.init``'s inputs: a full-length token batch [B, max_len] int32."""
         return (jax.ShapeDtypeStruct((batch_size, self.max_len), jnp.int32),)
 
-    def _scanned(self, x, positions, train, mode, kv, return_layer, kw):
-        """All ``depth`` blocks as one scan (the cache, if any, is carried and updated in place per
-        layer); ``return_layer``: every layer's output is collected and layer k's returned."""
-        stack = DecoderBlock(
-            self.num_heads, self.kv_heads, self.dim_per_head, self.mlp_dim or 4 * self.width, self.norm,
-            self.norm_eps, self.mlp, self.positions, self.rope_theta, self.use_bias, self.dropout, 0,
-            name=stack_name("block_", 0, self.depth - 1), **kw)
-        policy = remat_policy(self.remat) if mode is None else "none"
-        out = scan_stack(stack, (x, kv), lambda blk, c, layer, pos: blk(c[0], pos, train, mode, c[1], layer.index),
-                         length=self.depth, broadcast=(positions,), remat_policy=policy,
-                         collect=return_layer is not None)
-        if return_layer is None:
-            return out
-        (_, kv), per_layer = out
-        return per_layer[0][return_layer - 1], kv
+    def _block_kwargs(self, kw) -> dict:
+        """The options every ``DecoderBlock`` of this model is built with (all but its ``layer``)."""
+        return dict(num_heads=self.num_heads, num_kv_heads=self.kv_heads, head_dim=self.dim_per_head,
+                    mlp_dim=self.mlp_dim or 4 * self.width, norm=self.norm, norm_eps=self.norm_eps, mlp=self.mlp,
+                    positions=self.positions, rope_theta=self.rope_theta, use_bias=self.use_bias,
+                    dropout=self.dropout, **kw)
 
     # ------------------------------------------------------------------------------------- forward
-    def __call__(self, inputs, *, train: bool = False, return_layer: int | None = None):
+    def __call__(self, inputs, *, train: bool = False, return_layer: int | Sequence[int] | None = None):
         """inputs: tokens [B, T] int, or input embeddings [B, T, D] (prefix embeddings) -> next-token
         logits [B, T, head vocab]. ``return_layer=k`` returns the hidden states after the first k
-        blocks instead ([B, T, D], before the final norm; 0 = the embeddings)."""
+        blocks instead ([B, T, D], before the final norm; 0 = the embeddings); a list of layers
+        returns the list of their hidden states, from one forward pass."""
         positions = jnp.broadcast_to(jnp.arange(inputs.shape[1], dtype=jnp.int32), inputs.shape[:2])
         out, _ = self._run(inputs, positions, train=train, return_layer=return_layer)
         return out
@@ -328,7 +320,7 @@ class LM(nn.Module):
         return self._run(tokens[:, None], positions[:, None].astype(jnp.int32), mode="decode", cache=cache)
 
     @nn.compact
-    def _run(self, inputs, positions, *, train: bool = False, return_layer: int | None = None,
+    def _run(self, inputs, positions, *, train: bool = False, return_layer=None,
              mode: str | None = None, cache=None, lengths=None):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         embed = TokenEmbed(self.vocab_size, self.width, name="embed", **kw)
@@ -346,23 +338,33 @@ class LM(nn.Module):
         x = nn.Dropout(self.dropout)(x, deterministic=not train)
         x = nn.with_logical_constraint(x, ACT_TOKENS)
 
-        block_cls = DecoderBlock
-        if mode is None and self.remat not in (None, False, "none", ""):
-            # static_argnums counts `self` as 0: (x=1, positions=2, train=3, mode=4).
-            block_cls = nn.remat(DecoderBlock, policy=REMAT_POLICIES[self.remat], static_argnums=(3, 4))
-        depth = self.depth if return_layer is None else int(return_layer)
-        if not 0 <= depth <= self.depth:
+        layers = None if return_layer is None else (
+            tuple(int(k) for k in return_layer) if isinstance(return_layer, (list, tuple)) else (int(return_layer),))
+        depth = self.depth if layers is None else max(layers, default=0)
+        if layers is not None and not all(0 <= k <= self.depth for k in layers):
             raise ValueError(f"return_layer={return_layer} must be between 0 and depth={self.depth}")
         kv = None if cache is None else (cache["k"], cache["v"])
+        policy = remat_policy(self.remat) if mode is None else "none"
+        hidden = [x]                      # the hidden states after 0, 1, ... blocks (for return_layer)
         if self.scan_layers and depth > 0:
-            x, kv = self._scanned(x, positions, train, mode, kv, return_layer, kw)
-        for i in range(0 if self.scan_layers else depth):
-            x, kv = block_cls(
-                self.num_heads, self.kv_heads, self.dim_per_head, self.mlp_dim or 4 * self.width, self.norm,
-                self.norm_eps, self.mlp, self.positions, self.rope_theta, self.use_bias, self.dropout, i,
-                name=f"block_{i}", **kw)(x, positions, train, mode, kv)
-        if return_layer is not None:
-            return x, None
+            # all blocks as one scan; the cache, if any, is carried and updated in place per layer
+            out = scan_stack(DecoderBlock(**self._block_kwargs(kw), name=stack_name("block_", 0, self.depth - 1)),
+                             (x, kv), lambda blk, c, layer, pos: blk(c[0], pos, train, mode, c[1], layer.index),
+                             length=self.depth, broadcast=(positions,), remat_policy=policy,
+                             collect=layers is not None)
+            if layers is None:
+                x, kv = out
+            else:
+                hidden += list(out[1][0])
+        else:
+            # static_argnums counts `self` as 0: (x=1, positions=2, train=3, mode=4).
+            block_cls = DecoderBlock if policy == "none" else nn.remat(DecoderBlock, policy=policy,
+                                                                       static_argnums=(3, 4))
+            for i in range(depth):
+                x, kv = block_cls(**self._block_kwargs(kw), layer=i, name=f"block_{i}")(x, positions, train, mode, kv)
+                hidden.append(x)
+        if layers is not None:
+            return ([hidden[k] for k in layers] if isinstance(return_layer, (list, tuple)) else hidden[layers[0]]), None
         if cache is not None:
             cache = {"k": nn.with_logical_constraint(kv[0], CACHE_AXES),
                      "v": nn.with_logical_constraint(kv[1], CACHE_AXES)}

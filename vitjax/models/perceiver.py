@@ -31,6 +31,7 @@ cross-attention (the kernel has none); residual-branch dropout is.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 import jax
@@ -499,14 +500,14 @@ class PerceiverAR(nn.Module):
         z = z + MlpBlock(self.mlp_ratio * self.width, self.dropout, name="cross_mlp", **kw)(
             LayerNorm(self.layernorm_eps, name="cross_norm2", **kw)(z), train=train)
         causal = jnp.tril(jnp.ones((m, m), bool))[None, None]
+        block = functools.partial(EncoderBlock, self.num_heads, self.mlp_ratio * self.width, self.dropout,
+                                  layernorm_eps=self.layernorm_eps, **kw)
         if self.scan_layers and self.depth > 0:
-            stack = EncoderBlock(self.num_heads, self.mlp_ratio * self.width, self.dropout, 0.0, 0.0,
-                                 self.layernorm_eps, name=stack_name("self_attend", 0, self.depth - 1), **kw)
-            z = scan_stack(stack, z, lambda blk, y, layer, c: blk(y, train, c), length=self.depth,
-                           broadcast=(causal,))
-        for i in range(0 if self.scan_layers else self.depth):
-            z = EncoderBlock(self.num_heads, self.mlp_ratio * self.width, self.dropout, 0.0, 0.0,
-                             self.layernorm_eps, name=f"self_attend{i}", **kw)(z, train, causal)
+            z = scan_stack(block(name=stack_name("self_attend", 0, self.depth - 1)), z,
+                           lambda blk, y, layer, c: blk(y, train, c), length=self.depth, broadcast=(causal,))
+        else:
+            for i in range(self.depth):
+                z = block(name=f"self_attend{i}")(z, train, causal)
         z = LayerNorm(self.layernorm_eps, name="final_norm", **kw)(z)
         return nn.Dense(self.vocab_size, kernel_init=_p(nn.initializers.lecun_normal(), ("embed", "classes")),
                         bias_init=_p(nn.initializers.zeros, ("classes",)), name="head", **kw)(z)

@@ -271,15 +271,15 @@ class Encoder(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None):
         rates = [self.drop_path * i / max(self.depth - 1, 1) for i in range(self.depth)]
+        kw = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout, attn_dropout=self.attn_dropout,
+                  layernorm_eps=self.layernorm_eps, activation=self.activation, qkv_bias=self.qkv_bias,
+                  dtype=self.dtype, param_dtype=self.param_dtype, attention=self.attention,
+                  attention_options=self.attention_options)
         if self.scan_layers and self.depth > 0:
-            block = EncoderBlock(self.num_heads, self.mlp_dim, self.dropout, self.attn_dropout, 0.0,
-                                 self.layernorm_eps, self.activation, self.qkv_bias, self.dtype, self.param_dtype,
-                                 self.attention, self.attention_options, name=stack_name("block", 0, self.depth - 1))
+            block = EncoderBlock(**kw, name=stack_name("block", 0, self.depth - 1))
             return scan_stack(block, x, lambda blk, y, layer, m: blk(y, train, m, layer.drop_path), length=self.depth,
                               rates=rates, broadcast=(mask,), remat_policy=remat_policy(self.remat))
         block = remat_block(EncoderBlock, self.remat)
         for i in range(self.depth):
-            x = block(self.num_heads, self.mlp_dim, self.dropout, self.attn_dropout, rates[i],
-                      self.layernorm_eps, self.activation, self.qkv_bias, self.dtype, self.param_dtype,
-                      self.attention, self.attention_options, name=f"block{i}")(x, train, mask)
+            x = block(**kw, drop_path=rates[i], name=f"block{i}")(x, train, mask)
         return x

@@ -220,8 +220,8 @@ class NextToken(Objective):
             return jnp.concatenate([jnp.mean(h.astype(jnp.float32), axis=1) for h in hs], axis=-1)
 
         if "return_layer" in inspect.signature(type(model).__call__).parameters:   # the lm family's own API
-            return lambda params, tokens: pooled([model.apply({"params": params}, tokens[:, :-1], train=False,
-                                                              return_layer=layer) for layer in layers])
+            return lambda params, tokens: pooled(model.apply({"params": params}, tokens[:, :-1], train=False,
+                                                             return_layer=list(layers)))    # one forward pass
 
         def fn(params, tokens):
             _, state = model.apply({"params": params}, tokens[:, :-1], train=False, mutable=["intermediates"],
