@@ -225,10 +225,9 @@ class Checkpointer:
         """Restores a full TrainState (with the shardings in ``abstract_state``) and the iterator; a
         checkpoint in the other layout (scanned / unscanned layers) is converted, with one log line."""
         saved = self._other_layout(step, abstract_state.params)
-        target = (abstract_state.params, {"step": abstract_state.step, "opt_state": abstract_state.opt_state,
-                                          "extra": abstract_state.extra})
-        if saved is not None:
-            target = scan.to_layout(target, saved)
+        abstract = (abstract_state.params, {"step": abstract_state.step, "opt_state": abstract_state.opt_state,
+                                            "extra": abstract_state.extra})
+        target = abstract if saved is None else scan.to_layout(abstract, saved)
         items = dict(params=ocp.args.StandardRestore(target[0]), train=ocp.args.StandardRestore(target[1]))
         if data_iter is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
@@ -236,9 +235,7 @@ class Checkpointer:
             r = self.manager.restore(step, args=ocp.args.Composite(**items))
         params, train = r["params"], r["train"]
         if saved is not None:
-            abstract_train = {"step": abstract_state.step, "opt_state": abstract_state.opt_state,
-                              "extra": abstract_state.extra}
-            params, train = self._convert(step, (params, train), (abstract_state.params, abstract_train))
+            params, train = self._convert(step, (params, train), abstract)
         return abstract_state.replace(params=params, step=train["step"], opt_state=train["opt_state"],
                                       extra=train["extra"])
 
