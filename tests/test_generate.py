@@ -121,6 +121,31 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(pairs):
     assert (np.asarray(run(temperature=2.0, rng=jax.random.key(2)).tokens) != a).mean() > 0.5
 
 
+def test_logprobs_are_the_models_likelihood_and_best_of_keeps_the_likeliest(pairs):
+    _, model, params = pairs["gpt2"]
+    prompts = _prompts()
+    out = generate(model, params, prompts, LENGTHS, max_new_tokens=12, temperature=1.5, rng=jax.random.key(4),
+                   stop_tokens=(5, 7), pad_id=-1)
+    for b, n in enumerate(LENGTHS):     # teacher-forced log-likelihood of prompt + continuation
+        m = int(out.lengths[b])
+        seq = np.concatenate([prompts[b, :n], np.asarray(out.tokens[b, :m])])[None]
+        logp = jax.nn.log_softmax(model.apply({"params": params}, seq)[0, n - 1:-1].astype(jnp.float32), -1)
+        ref = float(jnp.take_along_axis(logp, seq[0, n:, None], -1).sum())
+        np.testing.assert_allclose(float(out.logprobs[b]), ref, rtol=1e-4, atol=1e-4, err_msg=f"row {b}")
+    # best_of=4 samples rows b*4..b*4+3 with the same key and keeps the highest logprob per token.
+    cands = generate(model, params, np.repeat(prompts, 4, 0), np.repeat(LENGTHS, 4), max_new_tokens=12,
+                     temperature=1.5, rng=jax.random.key(4))
+    best = generate(model, params, prompts, LENGTHS, max_new_tokens=12, temperature=1.5, rng=jax.random.key(4),
+                    best_of=4)
+    per_token = np.asarray(cands.logprobs).reshape(3, 4) / 12
+    assert len(set(map(tuple, np.asarray(cands.tokens)))) == 12          # the candidates differ
+    pick = np.arange(3) * 4 + per_token.argmax(1)
+    np.testing.assert_array_equal(np.asarray(best.tokens), np.asarray(cands.tokens)[pick])
+    np.testing.assert_allclose(np.asarray(best.logprobs), per_token.max(1) * 12, rtol=1e-6)
+    with pytest.raises(ValueError, match="best_of=4 must be >= 1, and > 1 only when sampling"):
+        generate(model, params, prompts, LENGTHS, max_new_tokens=4, best_of=4)
+
+
 class _CountingDecoder:
     """A decoder with no network: it predicts (previous token + position) mod 10, so the protocol's
     per-row positions are visible in the output."""
@@ -233,7 +258,7 @@ def test_cli_completes_held_out_digits_and_continues_text(tmp_path, capsys):
     _workdir(tmp_path / "igpt", cfg)
     out = tmp_path / "grid.png"
     assert main(["--workdir", str(tmp_path / "igpt"), "--num_samples", "3", "--prompt_rows", "4",
-                 "--out", str(out)]) == 0
+                 "--best_of", "2", "--out", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
     grid = np.asarray(Image.open(out))
     assert grid.shape == (2 * 9 * 8 - 8, 3 * 9 * 8 - 8)       # 2 rows of 3 8x8 images, 8x upscaled, 1-px gaps
@@ -250,6 +275,8 @@ def test_cli_completes_held_out_digits_and_continues_text(tmp_path, capsys):
     assert main(["--workdir", str(tmp_path / "text"), "--prompt", "ab", "--max_new_tokens", "5",
                  "--temperature", "0"]) == 0
     assert capsys.readouterr().out.startswith("ab")
+    assert main(["--workdir", str(tmp_path / "text"), "--prompt", "ab", "--temperature", "0", "--best_of", "3"]) == 2
+    assert "error: best_of=3 must be >= 1, and > 1 only when sampling" in capsys.readouterr().err
     assert main(["--workdir", str(tmp_path / "text"), "--prompt", "ab", "--tokenizer", "clip"]) == 2
     assert ("error: the tokenizer has 49408 tokens but the model's vocabulary has 259"
             in capsys.readouterr().err)

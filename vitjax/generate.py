@@ -1,5 +1,5 @@
 """``python -m vitjax.generate --workdir W [--prompt TEXT] [--max_new_tokens N --temperature T --top_k K
---top_p P --seed S --step N]``: samples from a trained decoder (any model with the
+--top_p P --best_of N --seed S --step N]``: samples from a trained decoder (any model with the
 ``vitjax.generation`` protocol: the ``lm`` family, Perceiver AR).
 
 Text models: the prompt is tokenized with the run's tokenizer (``config.data.tokenizer`` /
@@ -117,6 +117,8 @@ def main(argv=None) -> int:
     p.add_argument("--top_k", type=int, default=0, help="0 = off")
     p.add_argument("--top_p", type=float, default=1.0, help="1 = off")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--best_of", type=int, default=1,
+                   help="sample N continuations per prompt, keep the likeliest under the model")
     p.add_argument("--num_samples", type=int, default=16, help="image models: images to sample")
     p.add_argument("--prompt_rows", type=int, default=0,
                    help="image models: give the top R rows of held-out images as prompts")
@@ -127,7 +129,7 @@ def main(argv=None) -> int:
         _, model = workdir_model(args.workdir)
         config, model, params = load_workdir(args.workdir, args.step, weights=weights_for(model, False, args.workdir))
         sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                        rng=jax.random.key(args.seed))
+                        rng=jax.random.key(args.seed), best_of=args.best_of)
         if not all(hasattr(model, m) for m in ("init_cache", "prefill", "decode_step")):
             raise ValueError(f"{args.workdir} holds a {type(model).__name__}, which cannot generate; "
                              f"python -m vitjax.generate needs a decoder (the lm family, Perceiver AR)")

@@ -4,7 +4,9 @@
     out = generate(model, params, prompts, lengths, max_new_tokens=32)                 # greedy
     out = generate(model, params, prompts, lengths, max_new_tokens=32, temperature=0.8, top_k=40,
                    top_p=0.95, stop_tokens=(eot,), rng=jax.random.key(0))
-    out.tokens [B, 32] int32 (pad_id after a row's stop token), out.lengths [B], out.finished [B]
+    out.tokens [B, 32] int32 (pad_id after a row's stop token), out.lengths [B], out.finished [B],
+    out.logprobs [B] (the model's log-probability of each row's generated tokens)
+    out = generate(..., temperature=1.0, best_of=8)     # per prompt, the likeliest of 8 samples
 
 ``generate`` needs only the decoder protocol (``Decoder``, in the package docstring); a flax module
 with ``init_cache`` / ``prefill`` / ``decode_step`` methods (``vitjax.models.lm.LM``) is adapted
@@ -26,7 +28,7 @@ from flax import linen as nn
 from vitjax import sharding as sh
 from vitjax.generation.sampling import check_sampling, next_token
 
-__all__ = ["Decoder", "ModuleDecoder", "Generated", "as_decoder", "generate", "check_vocab"]
+__all__ = ["Decoder", "ModuleDecoder", "Generated", "as_decoder", "generate", "pick_best", "check_vocab"]
 
 
 @runtime_checkable
@@ -101,10 +103,13 @@ def check_vocab(tokenizer_vocab: int, model_vocab: int) -> None:
 class Generated(NamedTuple):
     """``generate``'s result. tokens [B, max_new_tokens] int32 (``pad_id`` after a row's stop token);
     lengths [B] tokens generated per row, its stop token included; finished [B] whether the row
-    produced a stop token."""
+    produced a stop token; logprobs [B] float32 the sum over the row's generated tokens (its stop
+    token included, pads not) of log softmax(logits) at the chosen token: the model's own
+    log-probability of the continuation, before temperature and top-k/top-p filtering."""
     tokens: jax.Array
     lengths: jax.Array
     finished: jax.Array
+    logprobs: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +119,21 @@ class _Plan:
     max_new_tokens: int
     cache_len: int
     greedy: bool
+
+
+def _logprob(logits, tokens):
+    """log softmax(logits [B, V]) at tokens [B] -> [B] float32."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
+
+
+def pick_best(out: Generated, k: int) -> Generated:
+    """Rows i*k .. i*k+k-1 of ``out`` are k candidates for prompt i: keeps, per prompt, the one with
+    the highest log-probability per generated token (OpenAI's ``best_of``)."""
+    b = out.tokens.shape[0] // k
+    score = (out.logprobs / jnp.maximum(out.lengths, 1)).reshape(b, k)
+    pick = jnp.arange(b) * k + jnp.argmax(score, axis=1)
+    return Generated(*(x[pick] for x in out))
 
 
 def _is_stop(tokens, stop_tokens):
@@ -134,29 +154,30 @@ def _compiled(dec: Decoder, plan: _Plan, mesh, rules):
         cache = dec.init_cache(prompts.shape[0], plan.cache_len)
         logits, cache = dec.prefill(params, prompts, lengths, cache)
         tok = sample(logits, jax.random.fold_in(rng, 0), knobs)
-        return tok, _is_stop(tok, knobs["stop"]), cache
+        return tok, _is_stop(tok, knobs["stop"]), _logprob(logits, tok), cache
 
-    def loop(params, cache, tok0, finished0, lengths, rng, knobs):
+    def loop(params, cache, tok0, finished0, logprob0, lengths, rng, knobs):
         b, n = tok0.shape[0], plan.max_new_tokens
         out = jnp.full((b, n), knobs["pad"], jnp.int32).at[:, 0].set(tok0)
 
         def cond(state):
-            step, _, _, _, finished = state
+            step, _, _, _, finished, _ = state
             return (step < n) & ~jnp.all(finished)
 
         def body(state):
-            step, out, tok, cache, finished = state
+            step, out, tok, cache, finished, logprob = state
             # Token `step` is predicted from token step-1, which sits at position lengths + step - 1.
             logits, cache = dec.decode_step(params, tok, lengths + step - 1, cache)
             new = jnp.where(finished, knobs["pad"], sample(logits, jax.random.fold_in(rng, step), knobs))
+            logprob = logprob + jnp.where(finished, 0.0, _logprob(logits, new))
             out = jax.lax.dynamic_update_slice(out, new[:, None], (0, step))
-            return step + 1, out, new, cache, finished | _is_stop(new, knobs["stop"])
+            return step + 1, out, new, cache, finished | _is_stop(new, knobs["stop"]), logprob
 
-        state = (jnp.int32(1), out, tok0, cache, finished0)
-        _, out, _, _, finished = jax.lax.while_loop(cond, body, state)
+        state = (jnp.int32(1), out, tok0, cache, finished0, logprob0)
+        _, out, _, _, finished, logprob = jax.lax.while_loop(cond, body, state)
         stops = _is_stop(out, knobs["stop"])
         count = jnp.where(jnp.any(stops, axis=1), jnp.argmax(stops, axis=1) + 1, n).astype(jnp.int32)
-        return Generated(out, count, finished)
+        return Generated(out, count, finished, logprob)
 
     return jax.jit(prefill), jax.jit(loop)
 
@@ -172,7 +193,8 @@ def _context(mesh, rules):
 
 def generate(decoder, params, prompts, lengths=None, *, max_new_tokens: int, rng=None,
              temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, stop_tokens: Sequence[int] = (),
-             pad_id: int = 0, cache_len: int | None = None, mesh=None, rules=None) -> Generated:
+             pad_id: int = 0, cache_len: int | None = None, best_of: int = 1, mesh=None,
+             rules=None) -> Generated:
     """Continues each prompt by up to ``max_new_tokens`` tokens.
 
     Args:
@@ -185,12 +207,26 @@ def generate(decoder, params, prompts, lengths=None, *, max_new_tokens: int, rng
       stop_tokens: a row stops after producing any of these; later positions hold ``pad_id``; the
         loop ends early once every row has stopped.
       cache_len: KV-cache positions (default P + max_new_tokens - 1, the fewest that fit).
+      best_of: sample this many continuations of every prompt (one batch of B * best_of rows) and
+        return, per prompt, the one the model finds likeliest (highest log-probability per token,
+        ``Generated.logprobs / lengths``): an approximate mode of p(continuation | prompt) that
+        still varies with the seed. Needs temperature > 0 (greedy candidates would be identical).
       mesh, rules: run sharded (``vitjax.sharding``): prompts and cache along the batch axes.
 
     Raises ValueError for bad sampling settings, lengths outside 1..P, or a prompt (plus the new
     tokens) longer than the cache, naming the lengths.
     """
     check_sampling(temperature, top_k, top_p)
+    if best_of < 1 or (best_of > 1 and temperature == 0):
+        raise ValueError(f"best_of={best_of} must be >= 1, and > 1 only when sampling (temperature > 0, "
+                         f"got {temperature}): greedy candidates are all the same")
+    if best_of > 1:
+        prompts = np.repeat(np.asarray(prompts), best_of, axis=0)
+        lengths = None if lengths is None else np.repeat(np.asarray(lengths), best_of, axis=0)
+        out = generate(decoder, params, prompts, lengths, max_new_tokens=max_new_tokens, rng=rng,
+                       temperature=temperature, top_k=top_k, top_p=top_p, stop_tokens=stop_tokens,
+                       pad_id=pad_id, cache_len=cache_len, mesh=mesh, rules=rules)
+        return pick_best(out, best_of)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
     dec = as_decoder(decoder)
@@ -226,5 +262,5 @@ def generate(decoder, params, prompts, lengths=None, *, max_new_tokens: int, rng
                                  f"multiple of {ways} prompts (pad with copies) or a smaller data/fsdp mesh")
             prompts = jax.device_put(prompts, sh.activation_sharding(mesh, rules, ("act_batch",)))
             lengths = jax.device_put(lengths, sh.activation_sharding(mesh, rules, ("act_batch",)))
-        tok0, finished0, cache = prefill(params, prompts, lengths, rng, knobs)
-        return loop(params, cache, tok0, finished0, lengths, rng, knobs)
+        tok0, finished0, logprob0, cache = prefill(params, prompts, lengths, rng, knobs)
+        return loop(params, cache, tok0, finished0, logprob0, lengths, rng, knobs)
