@@ -8,7 +8,9 @@ Prompts are the start token and the first 32 pixel tokens (rows 0-3) of the run'
 ``--top_p``; temperature 0 is greedy). ``--samples_per_digit N`` draws N completions of each digit and
 scores all N x 360: the same fraction with less sampling noise (with one completion per digit it moves
 by about 0.02 from seed to seed). ``--best_of K`` samples K bottoms for each completion and keeps the
-one the iGPT itself finds likeliest (``generate(best_of=K)``; the classifier plays no part in the choice).
+one the iGPT itself finds likeliest (``generate(best_of=K)``), or with ``--select consensus`` the one
+nearest the other K-1 in grey levels (minimum-Bayes-risk decoding); the classifier plays no part in
+either choice.
 A ``vit_digits`` run classifies the completed images (its own eval ops); without
 ``--classifier_workdir`` one is trained first with configs/vit_digits.py into
 WORKDIR/completion_classifier (~2 minutes on 2 CPU cores). Prints the fraction of completions
@@ -64,7 +66,10 @@ def main(argv=None) -> int:
     ap.add_argument("--top_p", type=float, default=1.0)
     ap.add_argument("--samples_per_digit", type=int, default=1, help="completions drawn per held-out digit")
     ap.add_argument("--best_of", type=int, default=1,
-                    help="sample N bottoms per completion and keep the likeliest under the iGPT")
+                    help="sample N bottoms per completion and keep one of them (--select)")
+    ap.add_argument("--select", default="likelihood", choices=("likelihood", "consensus"),
+                    help="with --best_of: the likeliest under the iGPT, or the one nearest the others (MBR, "
+                         "squared grey-level distance)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--num_shown", type=int, default=24, help="digits in the PNG grid")
     args = ap.parse_args(argv)
@@ -91,7 +96,8 @@ def main(argv=None) -> int:
     n = args.samples_per_digit
     prompts = np.repeat(tokens[:, :1 + half], n, axis=0)          # digit i's completions: rows i*n..i*n+n-1
     out = generate(model, params, prompts, max_new_tokens=h * w - half, temperature=args.temperature,
-                   top_k=args.top_k, top_p=args.top_p, best_of=args.best_of, rng=jax.random.key(args.seed))
+                   top_k=args.top_k, top_p=args.top_p, best_of=args.best_of, select=args.select,
+                   token_values=palette, rng=jax.random.key(args.seed))
     completed = tokens_to_image(np.concatenate([prompts[:, 1:], np.asarray(out.tokens)], 1), palette, (h, w))
     top_only = images.copy()
     top_only[:, h // 2:] = 0
@@ -112,7 +118,7 @@ def main(argv=None) -> int:
     grid_png([images[:k], top_only[:k], completed[::n][:k]], path)
     print(f"{len(labels)} held-out digits, top {h // 2} rows given, bottom {h - h // 2} rows sampled "
           f"{n} time(s) each (temperature {args.temperature}, top_k {args.top_k}, top_p {args.top_p}, "
-          f"best_of {args.best_of}, seed {args.seed})")
+          f"best_of {args.best_of} by {args.select}, seed {args.seed})")
     print(f"classified as the true digit: completions {done_acc:.3f} | real digits {real_acc:.3f} | "
           f"top halves alone {top_acc:.3f}")
     print(f"wrote {path}")

@@ -146,6 +146,18 @@ def test_logprobs_are_the_models_likelihood_and_best_of_keeps_the_likeliest(pair
         generate(model, params, prompts, LENGTHS, max_new_tokens=4, best_of=4)
 
 
+def test_consensus_keeps_the_candidate_nearest_the_others():
+    from vitjax.generation import Generated, pick_best
+    cands = np.array([[1, 1, 1], [1, 1, 2], [1, 2, 2], [9, 9, 9]] * 2, np.int32)
+    out = Generated(jnp.asarray(cands), jnp.full((8,), 3), jnp.zeros((8,), bool), jnp.arange(8.0))
+    # Positions that differ: 6, 5, 6, 9 -> candidate 1; by value (token t worth t), squared: 195, 179, 165, ...
+    np.testing.assert_array_equal(np.asarray(pick_best(out, 4, "consensus").tokens), cands[[1, 5]])
+    np.testing.assert_array_equal(np.asarray(pick_best(out, 4, "consensus", np.arange(10)).tokens), cands[[2, 6]])
+    np.testing.assert_array_equal(np.asarray(pick_best(out, 4).tokens), cands[[3, 7]])      # likeliest
+    with pytest.raises(ValueError, match="select='mode': choose 'likelihood' or 'consensus'"):
+        pick_best(out, 4, "mode")
+
+
 class _CountingDecoder:
     """A decoder with no network: it predicts (previous token + position) mod 10, so the protocol's
     per-row positions are visible in the output."""
@@ -258,7 +270,7 @@ def test_cli_completes_held_out_digits_and_continues_text(tmp_path, capsys):
     _workdir(tmp_path / "igpt", cfg)
     out = tmp_path / "grid.png"
     assert main(["--workdir", str(tmp_path / "igpt"), "--num_samples", "3", "--prompt_rows", "4",
-                 "--best_of", "2", "--out", str(out)]) == 0
+                 "--best_of", "2", "--select", "consensus", "--out", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
     grid = np.asarray(Image.open(out))
     assert grid.shape == (2 * 9 * 8 - 8, 3 * 9 * 8 - 8)       # 2 rows of 3 8x8 images, 8x upscaled, 1-px gaps

@@ -1,5 +1,5 @@
 """``python -m vitjax.generate --workdir W [--prompt TEXT] [--max_new_tokens N --temperature T --top_k K
---top_p P --best_of N --seed S --step N]``: samples from a trained decoder (any model with the
+--top_p P --best_of N --select likelihood|consensus --seed S --step N]``: samples from a trained decoder (any model with the
 ``vitjax.generation`` protocol: the ``lm`` family, Perceiver AR).
 
 Text models: the prompt is tokenized with the run's tokenizer (``config.data.tokenizer`` /
@@ -79,7 +79,7 @@ def _images(args, config, model, params, sampling) -> int:
         prompts[:, 1:] = tokens[:, :args.prompt_rows * w]
         originals = tokens_to_image(tokens, palette, (h, w))          # as the model sees them (quantised)
     new = h * w - args.prompt_rows * w
-    out = generate(model, params, prompts, max_new_tokens=new, **sampling)
+    out = generate(model, params, prompts, max_new_tokens=new, token_values=palette, **sampling)
     seq = np.concatenate([prompts[:, 1:], np.asarray(out.tokens)], axis=1)
     samples = tokens_to_image(seq, palette, (h, w))
     rows = [samples] if originals is None else [originals, samples]
@@ -118,7 +118,9 @@ def main(argv=None) -> int:
     p.add_argument("--top_p", type=float, default=1.0, help="1 = off")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--best_of", type=int, default=1,
-                   help="sample N continuations per prompt, keep the likeliest under the model")
+                   help="sample N continuations per prompt, keep one (--select)")
+    p.add_argument("--select", default="likelihood", choices=("likelihood", "consensus"),
+                   help="with --best_of: the likeliest per token, or the one nearest the others (MBR)")
     p.add_argument("--num_samples", type=int, default=16, help="image models: images to sample")
     p.add_argument("--prompt_rows", type=int, default=0,
                    help="image models: give the top R rows of held-out images as prompts")
@@ -129,7 +131,8 @@ def main(argv=None) -> int:
         _, model = workdir_model(args.workdir)
         config, model, params = load_workdir(args.workdir, args.step, weights=weights_for(model, False, args.workdir))
         sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                        rng=jax.random.key(args.seed), best_of=args.best_of)
+                        rng=jax.random.key(args.seed), best_of=args.best_of,
+                        select=args.select)
         if not all(hasattr(model, m) for m in ("init_cache", "prefill", "decode_step")):
             raise ValueError(f"{args.workdir} holds a {type(model).__name__}, which cannot generate; "
                              f"python -m vitjax.generate needs a decoder (the lm family, Perceiver AR)")

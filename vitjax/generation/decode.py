@@ -7,6 +7,7 @@
     out.tokens [B, 32] int32 (pad_id after a row's stop token), out.lengths [B], out.finished [B],
     out.logprobs [B] (the model's log-probability of each row's generated tokens)
     out = generate(..., temperature=1.0, best_of=8)     # per prompt, the likeliest of 8 samples
+    out = generate(..., temperature=1.0, best_of=16, select="consensus")   # minimum-Bayes-risk pick
 
 ``generate`` needs only the decoder protocol (``Decoder``, in the package docstring); a flax module
 with ``init_cache`` / ``prefill`` / ``decode_step`` methods (``vitjax.models.lm.LM``) is adapted
@@ -127,11 +128,29 @@ def _logprob(logits, tokens):
     return jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
 
 
-def pick_best(out: Generated, k: int) -> Generated:
-    """Rows i*k .. i*k+k-1 of ``out`` are k candidates for prompt i: keeps, per prompt, the one with
-    the highest log-probability per generated token (OpenAI's ``best_of``)."""
+def pick_best(out: Generated, k: int, select: str = "likelihood", token_values=None) -> Generated:
+    """Rows i*k .. i*k+k-1 of ``out`` are k candidates for prompt i; keeps one per prompt.
+
+    select="likelihood": the highest log-probability per generated token (OpenAI's ``best_of``).
+    select="consensus": minimum-Bayes-risk decoding: the candidate with the smallest summed squared
+      distance to the other k-1, i.e. the one nearest the samples' mode rather than the likeliest
+      single sequence (which favours bland continuations). Distances compare ``token_values[t]``
+      ([V] or [V, C]: e.g. an image palette) position by position; without ``token_values``, the
+      number of positions where two candidates' tokens differ."""
     b = out.tokens.shape[0] // k
-    score = (out.logprobs / jnp.maximum(out.lengths, 1)).reshape(b, k)
+    if select == "likelihood":
+        score = (out.logprobs / jnp.maximum(out.lengths, 1)).reshape(b, k)
+    elif select == "consensus":
+        toks = out.tokens.reshape(b, k, -1)
+        if token_values is None:
+            dist = jnp.sum(toks[:, :, None] != toks[:, None], axis=-1).astype(jnp.float32)
+        else:
+            vals = jnp.asarray(token_values, jnp.float32)
+            x = vals[jnp.clip(toks, 0, vals.shape[0] - 1)].reshape(b, k, -1)
+            dist = jnp.sum((x[:, :, None] - x[:, None]) ** 2, axis=-1)
+        score = -jnp.sum(dist, axis=-1)
+    else:
+        raise ValueError(f"select={select!r}: choose 'likelihood' or 'consensus'")
     pick = jnp.arange(b) * k + jnp.argmax(score, axis=1)
     return Generated(*(x[pick] for x in out))
 
@@ -193,8 +212,8 @@ def _context(mesh, rules):
 
 def generate(decoder, params, prompts, lengths=None, *, max_new_tokens: int, rng=None,
              temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, stop_tokens: Sequence[int] = (),
-             pad_id: int = 0, cache_len: int | None = None, best_of: int = 1, mesh=None,
-             rules=None) -> Generated:
+             pad_id: int = 0, cache_len: int | None = None, best_of: int = 1, select: str = "likelihood",
+             token_values=None, mesh=None, rules=None) -> Generated:
     """Continues each prompt by up to ``max_new_tokens`` tokens.
 
     Args:
@@ -211,6 +230,9 @@ def generate(decoder, params, prompts, lengths=None, *, max_new_tokens: int, rng
         return, per prompt, the one the model finds likeliest (highest log-probability per token,
         ``Generated.logprobs / lengths``): an approximate mode of p(continuation | prompt) that
         still varies with the seed. Needs temperature > 0 (greedy candidates would be identical).
+        select="consensus" keeps instead the candidate closest to the others (minimum-Bayes-risk
+        decoding, ``pick_best``; ``token_values`` [V] or [V, C] give tokens values to compare, e.g.
+        an image model's palette).
       mesh, rules: run sharded (``vitjax.sharding``): prompts and cache along the batch axes.
 
     Raises ValueError for bad sampling settings, lengths outside 1..P, or a prompt (plus the new
@@ -220,13 +242,15 @@ def generate(decoder, params, prompts, lengths=None, *, max_new_tokens: int, rng
     if best_of < 1 or (best_of > 1 and temperature == 0):
         raise ValueError(f"best_of={best_of} must be >= 1, and > 1 only when sampling (temperature > 0, "
                          f"got {temperature}): greedy candidates are all the same")
+    if select not in ("likelihood", "consensus"):
+        raise ValueError(f"select={select!r}: choose 'likelihood' or 'consensus'")
     if best_of > 1:
         prompts = np.repeat(np.asarray(prompts), best_of, axis=0)
         lengths = None if lengths is None else np.repeat(np.asarray(lengths), best_of, axis=0)
         out = generate(decoder, params, prompts, lengths, max_new_tokens=max_new_tokens, rng=rng,
                        temperature=temperature, top_k=top_k, top_p=top_p, stop_tokens=stop_tokens,
                        pad_id=pad_id, cache_len=cache_len, mesh=mesh, rules=rules)
-        return pick_best(out, best_of)
+        return pick_best(out, best_of, select, token_values)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
     dec = as_decoder(decoder)
