@@ -7,10 +7,11 @@ Prompts are the start token and the first 32 pixel tokens (rows 0-3) of the run'
 ``vitjax.generation.generate`` samples the other 32 with the KV cache (``--temperature``, ``--top_k``,
 ``--top_p``; temperature 0 is greedy). ``--samples_per_digit N`` draws N completions of each digit and
 scores all N x 360: the same fraction with less sampling noise (with one completion per digit it moves
-by about 0.02 from seed to seed). ``--best_of K`` samples K bottoms for each completion and keeps the
-one the iGPT itself finds likeliest (``generate(best_of=K)``), or with ``--select consensus`` the one
-nearest the other K-1 in grey levels (minimum-Bayes-risk decoding); the classifier plays no part in
-either choice.
+by about 0.02 from seed to seed). Each completion is picked from ``--best_of K`` plain samples (default
+16) by ``--select``: ``consensus`` (default) keeps the one nearest the other K-1 in grey levels
+(minimum-Bayes-risk decoding, ``vitjax.generation.pick_best``), ``likelihood`` the one the iGPT itself
+finds likeliest; the classifier plays no part in either choice. The plain samples are scored too, so
+one run prints both; ``--best_of 1`` scores plain samples alone.
 A ``vit_digits`` run classifies the completed images (its own eval ops); without
 ``--classifier_workdir`` one is trained first with configs/vit_digits.py into
 WORKDIR/completion_classifier (~2 minutes on 2 CPU cores). Prints the fraction of completions
@@ -65,22 +66,22 @@ def main(argv=None) -> int:
     ap.add_argument("--top_k", type=int, default=0)
     ap.add_argument("--top_p", type=float, default=1.0)
     ap.add_argument("--samples_per_digit", type=int, default=1, help="completions drawn per held-out digit")
-    ap.add_argument("--best_of", type=int, default=1,
-                    help="sample N bottoms per completion and keep one of them (--select)")
-    ap.add_argument("--select", default="likelihood", choices=("likelihood", "consensus"),
+    ap.add_argument("--best_of", type=int, default=16,
+                    help="sample N bottoms per completion and keep one of them (--select); 1: plain samples")
+    ap.add_argument("--select", default="consensus", choices=("likelihood", "consensus"),
                     help="with --best_of: the likeliest under the iGPT, or the one nearest the others (MBR, "
                          "squared grey-level distance)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--num_shown", type=int, default=24, help="digits in the PNG grid")
     args = ap.parse_args(argv)
-    if args.samples_per_digit < 1:
-        ap.error(f"--samples_per_digit={args.samples_per_digit} must be >= 1")
+    if args.samples_per_digit < 1 or args.best_of < 1:
+        ap.error(f"--samples_per_digit={args.samples_per_digit} and --best_of={args.best_of} must be >= 1")
 
     import jax
 
     from vitjax.data.pixel_tokens import tokens_to_image
     from vitjax.data.sources import get_eval_source
-    from vitjax.generation import generate
+    from vitjax.generation import generate, pick_best
     from vitjax.training.workdir import load_workdir
 
     config, model, params = load_workdir(args.workdir)
@@ -93,12 +94,14 @@ def main(argv=None) -> int:
     ops = build_ops(list(config.input.eval_ops))
     tokens = np.stack([apply_ops(dict(source[i]), ops, None)["tokens"] for i in range(len(source))])
     half = (h // 2) * w
-    n = args.samples_per_digit
-    prompts = np.repeat(tokens[:, :1 + half], n, axis=0)          # digit i's completions: rows i*n..i*n+n-1
+    n, k = args.samples_per_digit, args.best_of
+    # Digit i's completions are rows i*n..i*n+n-1; each is picked from k plain samples (rows of `out`).
+    prompts = np.repeat(tokens[:, :1 + half], n * k, axis=0)
     out = generate(model, params, prompts, max_new_tokens=h * w - half, temperature=args.temperature,
-                   top_k=args.top_k, top_p=args.top_p, best_of=args.best_of, select=args.select,
-                   token_values=palette, rng=jax.random.key(args.seed))
-    completed = tokens_to_image(np.concatenate([prompts[:, 1:], np.asarray(out.tokens)], 1), palette, (h, w))
+                   top_k=args.top_k, top_p=args.top_p, rng=jax.random.key(args.seed))
+    samples = tokens_to_image(np.concatenate([prompts[:, 1:], np.asarray(out.tokens)], 1), palette, (h, w))
+    picked = pick_best(out, k, args.select, palette) if k > 1 else out
+    completed = tokens_to_image(np.concatenate([prompts[::k, 1:], np.asarray(picked.tokens)], 1), palette, (h, w))
     top_only = images.copy()
     top_only[:, h // 2:] = 0
 
@@ -112,15 +115,19 @@ def main(argv=None) -> int:
     real_acc = float(np.mean(classify(clf, images) == labels))
     top_acc = float(np.mean(classify(clf, top_only) == labels))
     done_acc = float(np.mean(classify(clf, completed) == np.repeat(labels, n)))
+    sample_acc = float(np.mean(classify(clf, samples) == np.repeat(labels, n * k))) if k > 1 else done_acc
 
     path = args.out or os.path.join(args.workdir, "completions.png")
-    k = args.num_shown
-    grid_png([images[:k], top_only[:k], completed[::n][:k]], path)
+    shown = args.num_shown
+    grid_png([images[:shown], top_only[:shown], completed[::n][:shown]], path)
     print(f"{len(labels)} held-out digits, top {h // 2} rows given, bottom {h - h // 2} rows sampled "
-          f"{n} time(s) each (temperature {args.temperature}, top_k {args.top_k}, top_p {args.top_p}, "
-          f"best_of {args.best_of} by {args.select}, seed {args.seed})")
-    print(f"classified as the true digit: completions {done_acc:.3f} | real digits {real_acc:.3f} | "
-          f"top halves alone {top_acc:.3f}")
+          f"{n * k} time(s) each (temperature {args.temperature}, top_k {args.top_k}, top_p {args.top_p}, "
+          f"seed {args.seed})")
+    if k > 1:
+        print(f"classified as the true digit: plain samples {sample_acc:.3f} (all {n * k} per digit)")
+    how = f"best of {k} by {args.select}" if k > 1 else "plain samples"
+    print(f"classified as the true digit: completions ({how}, {n} per digit) {done_acc:.3f} | real digits "
+          f"{real_acc:.3f} | top halves alone {top_acc:.3f}")
     print(f"wrote {path}")
     return 0
 
