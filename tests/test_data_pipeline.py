@@ -187,3 +187,124 @@ def test_worker_processes_give_the_same_batches_and_resume():
     it2 = train_iterator(src, TRAIN_OPS, 4, seed=2, batch_ops=MIX, num_workers=1)
     it2.set_state(state)
     assert same(ref[3:], take(it2, 3))
+
+
+class ArraySource:
+    """Records held as arrays (as the digits are): the pipeline's in-memory fast path applies."""
+
+    def __init__(self, n=30):
+        self.images = np.stack([np.full((4, 4, 1), i, np.uint8) for i in range(n)])
+        self.images[:, 0, 0] = 255                                 # a corner that shows shifts and flips
+        self.labels = np.arange(n, dtype=np.int32)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "label": self.labels[i]}
+
+    def arrays(self):
+        return {"image": self.images, "label": self.labels}
+
+
+IN_MEMORY_OPS = [dict(op="resize", size=6), dict(op="random_pad_crop", pad=1), dict(op="flip_lr"),
+                 dict(op="normalize")]
+
+
+def test_in_memory_path_keeps_order_resume_and_multi_host_guarantees(caplog):
+    src = ArraySource()
+    with caplog.at_level(logging.INFO, logger="vitjax.data"):
+        it = train_iterator(src, IN_MEMORY_OPS, 12, seed=3)
+    assert "in-memory fast path: 30 records; 1 deterministic op(s) applied once, 3 per batch" in caplog.text
+    first = take(it, 5)
+    state = it.get_state()
+    rest = take(it, 3)
+    assert same(first, take(train_iterator(src, IN_MEMORY_OPS, 12, seed=3), 5))
+    assert not same(first, take(train_iterator(src, IN_MEMORY_OPS, 12, seed=4), 5))
+    again = train_iterator(src, IN_MEMORY_OPS, 12, seed=3)
+    again.set_state(state)
+    assert same(rest, take(again, 3))
+    # Each epoch is a permutation of every record: 60 rows = 2 epochs.
+    labels = np.concatenate([b["label"] for b in first])
+    assert sorted(labels[:30]) == list(range(30)) and sorted(labels[30:60]) == list(range(30))
+    parts = [take(train_iterator(src, IN_MEMORY_OPS, 12, seed=3, process_index=p, process_count=2), 5)
+             for p in range(2)]
+    for step in range(5):
+        for key in ("image", "label"):
+            np.testing.assert_array_equal(np.concatenate([parts[0][step][key], parts[1][step][key]]),
+                                          first[step][key])
+
+
+def test_in_memory_batches_are_what_the_per_example_ops_make():
+    from vitjax.data.ops import apply_ops, build_ops
+    src = ArraySource()
+    batches = take(train_iterator(src, IN_MEMORY_OPS, 12, seed=0), 10)
+    per_example = take(train_iterator(src, IN_MEMORY_OPS, 12, seed=0, in_memory=False), 1)[0]
+    assert batches[0]["image"].dtype == per_example["image"].dtype == np.float32
+    assert batches[0]["image"].shape == per_example["image"].shape == (12, 6, 6, 1)
+    # Every image is its record resized, shifted by some (dy, dx) in -1..1 and maybe flipped.
+    resize_shift_flip = build_ops(IN_MEMORY_OPS[:1])
+    norm = build_ops(IN_MEMORY_OPS[3:])
+    seen = set()
+    for b in batches:
+        for img, label in zip(b["image"], b["label"]):
+            base = apply_ops(dict(src[int(label)]), resize_shift_flip, None)["image"]
+            matches = []
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    shifted = np.zeros_like(base)
+                    shifted[max(dy, 0):6 + min(dy, 0), max(dx, 0):6 + min(dx, 0)] = \
+                        base[max(-dy, 0):6 - max(dy, 0), max(-dx, 0):6 - max(dx, 0)]
+                    for flip in (False, True):
+                        want = apply_ops({"image": shifted[:, ::-1] if flip else shifted}, norm, None)["image"]
+                        if np.array_equal(img, want):
+                            matches.append((dy, dx, flip))
+            assert matches, f"record {label}: not a shifted/flipped copy"
+            seen.update(matches)
+    assert len({m[:2] for m in seen}) == 9 and {m[2] for m in seen} == {False, True}
+
+
+def test_in_memory_path_steps_aside_for_ops_without_a_batch_form():
+    src = ArraySource()
+    ops = [dict(op="randaugment", num_ops=1, magnitude=5), dict(op="normalize")]
+    a = take(train_iterator(src, ops, 6, seed=1), 3)
+    b = take(train_iterator(src, ops, 6, seed=1, in_memory=False), 3)
+    assert same(a, b)
+
+
+def test_a_checkpoint_resumes_only_on_the_pipeline_path_that_saved_it():
+    src = ArraySource()
+    fast, slow = (train_iterator(src, IN_MEMORY_OPS, 12, seed=0, in_memory=m) for m in (True, False))
+    take(fast, 2), take(slow, 2)
+    with pytest.raises(ValueError) as e:
+        train_iterator(src, IN_MEMORY_OPS, 12, seed=0, in_memory=False).set_state(fast.get_state())
+    assert str(e.value) == ("the checkpoint's data position was saved by the in-memory input pipeline but this "
+                            "run uses the per-example one; resume with --config.input.in_memory=True")
+    untagged = {k: v for k, v in slow.get_state().items() if k != "pipeline"}     # saved before the tag
+    with pytest.raises(ValueError, match="saved by the per-example input pipeline but this run uses the "
+                                         "in-memory one; resume with --config.input.in_memory=False"):
+        train_iterator(src, IN_MEMORY_OPS, 12, seed=0).set_state(untagged)
+
+
+def test_resuming_with_the_other_input_path_is_refused_and_keeps_the_checkpoint(tmp_path):
+    import jax
+    import jax.numpy as jnp
+
+    from vitjax.training.checkpoint import Checkpointer, CheckpointMismatchError
+    from vitjax.training.step import TrainState
+    state = TrainState(step=jnp.asarray(2, jnp.int32), params={"w": jnp.ones((3,))}, opt_state=(), extra={})
+    src = ArraySource()
+    it = train_iterator(src, IN_MEMORY_OPS, 12, seed=0, in_memory=False)
+    take(it, 2)
+    ck = Checkpointer(str(tmp_path), async_save=False)
+    ck.save(2, state, it)
+    ck.wait()
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
+    with pytest.raises(CheckpointMismatchError) as e:
+        Checkpointer(str(tmp_path), async_save=False).resume(abstract, train_iterator(src, IN_MEMORY_OPS, 12, seed=0))
+    assert str(e.value) == (f"checkpoint step 2 in {tmp_path}/checkpoints: the checkpoint's data position was saved "
+                            f"by the per-example input pipeline but this run uses the in-memory one; resume with "
+                            f"--config.input.in_memory=False. Nothing was changed.")
+    again = train_iterator(src, IN_MEMORY_OPS, 12, seed=0, in_memory=False)
+    step, _ = Checkpointer(str(tmp_path), async_save=False).resume(abstract, again)
+    assert step == 2 and same(take(again, 2), take(it, 2))

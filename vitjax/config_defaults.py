@@ -56,6 +56,8 @@ OPTIONAL: dict[str, dict[str, tuple[Any, str]]] = {
     "input": {
         "num_threads": (2, "decoding/augmentation threads (0: in the main thread)"),
         "num_workers": (0, "decoding/augmentation worker processes (0: none)"),
+        "in_memory": (True, "records held as arrays (the digits): deterministic ops once per record, "
+                            "the rest per batch (vitjax.data.pipeline.in_memory_plan)"),
         "batch_ops": (None, "batch-level ops, e.g. [dict(op='mixup_cutmix', num_classes=1000)]"),
         "max_bad_fraction": (0.01, "largest tolerated fraction of undecodable examples before the run stops"),
     },

@@ -48,6 +48,10 @@ class DigitsSource:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every record at once ({"image": [N, 8, 8, 1], "label": [N]}): the pipeline's in-memory path."""
+        return {"image": self.images, "label": self.labels}
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {"image": self.images[i], "label": self.labels[i]}
 

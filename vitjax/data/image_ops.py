@@ -20,6 +20,20 @@ def apply_ops(example: dict, ops: Sequence[Callable], rng: np.random.Generator |
     return example
 
 
+def deterministic(op: Callable) -> Callable:
+    """Marks an op whose output depends on the example alone (no rng): the in-memory fast path of
+    ``pipeline.train_iterator`` may run it once per record instead of once per epoch."""
+    op.deterministic = True
+    return op
+
+
+def with_batched(op: Callable, batched: Callable) -> Callable:
+    """Gives an op ``op.batched(batch, rng)``: the same transform on a whole batch [B, ...] at once,
+    with the batch's generator (the in-memory fast path of ``pipeline.train_iterator``)."""
+    op.batched = batched
+    return op
+
+
 def _pil(img: np.ndarray) -> Image.Image:
     return Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
 
@@ -65,7 +79,7 @@ def resize(size: int | Sequence[int], method: str = "bilinear"):
         if img.shape[:2] != (h, w):
             img = _np(_pil(img).resize((w, h), resample), img.shape[-1])
         return dict(ex, image=img)
-    return op
+    return deterministic(op)
 
 
 @register_op("resize_small")
@@ -77,7 +91,7 @@ def resize_small(size: int):
         s = size / min(hh, ww)
         new = (max(1, round(ww * s)), max(1, round(hh * s)))
         return dict(ex, image=_np(_pil(img).resize(new, Image.BILINEAR), img.shape[-1]))
-    return op
+    return deterministic(op)
 
 
 @register_op("center_crop")
@@ -87,7 +101,7 @@ def center_crop(size: int):
         hh, ww = img.shape[:2]
         top, left = max(0, (hh - size) // 2), max(0, (ww - size) // 2)
         return dict(ex, image=img[top:top + size, left:left + size])
-    return op
+    return deterministic(op)
 
 
 @register_op("random_pad_crop")
@@ -102,7 +116,18 @@ def random_pad_crop(pad: int):
         out[max(dy, 0):hh + min(dy, 0), max(dx, 0):ww + min(dx, 0)] = \
             img[max(-dy, 0):hh - max(dy, 0), max(-dx, 0):ww - max(dx, 0)]
         return dict(ex, image=out)
-    return op
+
+    def batched(batch, rng):
+        imgs = batch["image"]
+        b, hh, ww = imgs.shape[:3]
+        d = rng.integers(-pad, pad + 1, size=(b, 2))
+        padded = np.pad(imgs, [(0, 0), (pad, pad), (pad, pad)] + [(0, 0)] * (imgs.ndim - 3))
+        # out[y, x] = img[y - dy, x - dx] (zero outside) = padded[y - dy + pad, x - dx + pad]
+        rows = np.arange(hh)[None, :] + pad - d[:, :1]
+        cols = np.arange(ww)[None, :] + pad - d[:, 1:]
+        out = padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+        return dict(batch, image=out)
+    return with_batched(op, batched)
 
 
 @register_op("flip_lr")
@@ -111,7 +136,12 @@ def flip_lr(prob: float = 0.5):
         if rng.random() < prob:
             ex = dict(ex, image=pixels(ex)[:, ::-1])
         return ex
-    return op
+
+    def batched(batch, rng):
+        flip = rng.random(len(batch["image"])) < prob
+        return dict(batch, image=np.where(flip.reshape(-1, *[1] * (batch["image"].ndim - 1)),
+                                          batch["image"][:, :, ::-1], batch["image"]))
+    return with_batched(op, batched)
 
 
 @register_op("random_resized_crop")
@@ -170,7 +200,7 @@ def to_rgb():
     def op(ex, rng):
         img = pixels(ex)
         return dict(ex, image=np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img[..., :3])
-    return op
+    return deterministic(op)
 
 
 @register_op("normalize")
@@ -183,7 +213,7 @@ def normalize(mean: float | Sequence[float] = 0.5, std: float | Sequence[float] 
         def op(ex, rng):
             img = pixels(ex).astype(np.float32) / 255.0
             return dict(ex, image=(img - mean_a) / std_a)
-        return op
+        return deterministic(with_batched(op, op))        # elementwise: the batch is one big image
     # Per-channel: numpy broadcasting over a trailing axis of 3 is ~15x slower than a flat
     # multiply-add with the per-channel constants tiled to the image (cached per image size);
     # x * (1 / (255 std)) - mean / std differs from the formula above by < 1e-6.
@@ -207,7 +237,7 @@ def normalize(mean: float | Sequence[float] = 0.5, std: float | Sequence[float] 
         flat *= s
         flat += o
         return dict(ex, image=flat.reshape(img.shape))
-    return op
+    return deterministic(with_batched(op, op))            # channels last: a batch is one big image
 
 
 @register_op("keep")

@@ -18,6 +18,8 @@ dropped before batching, because every key of a batch is sharded onto devices.
 """
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import grain
@@ -28,6 +30,8 @@ from vitjax.data import image_io
 from vitjax.data.bad_input import BadInputMonitor, SkipExample
 from vitjax.data.batch_ops import build_batch_ops
 from vitjax.data.ops import apply_ops, build_ops
+
+log = logging.getLogger("vitjax.data")
 
 #: Keys that identify a record in messages and never reach a batch.
 METADATA_KEYS = ("file_name",)
@@ -125,6 +129,121 @@ class _ProcessRows(grain.MapDataset):
         return f"ProcessRows(offset={self._offset}, local={self._local}, global={self._global})"
 
 
+class _ArrayBatches(grain.MapDataset):
+    """Local batch i of an endless stream of epochs of in-memory records.
+
+    Each epoch is a seeded permutation of the records (``np.random.default_rng([seed, epoch])``);
+    global batch i is stream rows i*G .. i*G+G-1. The batched ops run on the whole global batch with
+    the generator ``np.random.default_rng([seed, 1, i])`` and this process keeps its ``local`` rows
+    (offset ``process_index * local``), so every process count sees the same global batches, the
+    augmentation included. One fancy index per key and one call per op per batch, instead of a
+    shuffle lookup, a record and every op per example."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], batched: Sequence[Callable], seed: int,
+                 global_batch: int, local: int, process_index: int):
+        super().__init__()
+        self.arrays, self.batched = dict(arrays), list(batched)
+        self._n = len(next(iter(self.arrays.values())))
+        self._seed, self._global, self._local, self._offset = int(seed), global_batch, local, process_index * local
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            if len(self._perms) > 2:
+                self._perms.clear()
+            self._perms[epoch] = np.random.default_rng([self._seed, epoch]).permutation(self._n)
+        return self._perms[epoch]
+
+    def __len__(self) -> int:
+        return sys.maxsize
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        rows = index * self._global + np.arange(self._global)
+        epochs, pos = np.divmod(rows, self._n)
+        idx = np.empty_like(rows)
+        for e in np.unique(epochs):
+            sel = epochs == e
+            idx[sel] = self._perm(int(e))[pos[sel]]
+        batch = {k: v[idx] for k, v in self.arrays.items()}
+        rng = np.random.default_rng([self._seed, 1, index])
+        for op in self.batched:
+            batch = op(batch, rng)
+        return {k: v[self._offset:self._offset + self._local] for k, v in batch.items()}
+
+    def __str__(self) -> str:
+        return f"ArrayBatches(n={self._n}, local={self._local}, global={self._global})"
+
+
+class DataPathMismatchError(ValueError):
+    """A checkpoint's data position was saved by the other input path (in-memory / per-example)."""
+
+
+class _TaggedIterator(grain.DatasetIterator):
+    """The pipeline's iterator, its state tagged with the path that made it (``pipeline``:
+    in_memory / per_example), so a checkpoint is never resumed by the other path, whose indices
+    count other things (batches / examples). Untagged states predate the in-memory path."""
+
+    def __init__(self, inner, path: str):
+        super().__init__(inner if isinstance(inner, grain.DatasetIterator) else ())
+        self._inner, self._path = inner, path
+
+    def __next__(self):
+        return next(self._inner)
+
+    def get_state(self):
+        return dict(self._inner.get_state(), pipeline=self._path)
+
+    def set_state(self, state):
+        state = dict(state)
+        saved = state.pop("pipeline", "per_example")
+        if saved != self._path:
+            raise DataPathMismatchError(f"the checkpoint's data position was saved by the {saved.replace('_', '-')} input "
+                             f"pipeline but this run uses the {self._path.replace('_', '-')} one; resume with "
+                             f"--config.input.in_memory={saved == 'in_memory'}")
+        self._inner.set_state(state)
+
+    def start_prefetch(self):
+        if hasattr(self._inner, "start_prefetch"):
+            self._inner.start_prefetch()
+
+    def close(self):
+        if hasattr(self._inner, "close"):
+            self._inner.close()
+
+
+def in_memory_plan(source, ops: Sequence[Callable], max_bytes: int = 1 << 30):
+    """The in-memory fast path, when it applies: ``(arrays, batched_ops)``, else None.
+
+    It applies to a source that holds its records as arrays (``source.arrays()`` -> {key: [N, ...]},
+    e.g. the digits) when the op list is a run of deterministic ops (``image_ops.deterministic``)
+    followed by ops that have a batch form (``image_ops.with_batched``). The deterministic run is
+    applied once per record here (the same per-example code, so the same values), and the rest runs
+    on whole batches with one generator per batch: the per-example Python work that would otherwise
+    cost more CPU than a small model's step is gone. The random draws differ from the per-example
+    path's (both are seeded and resumable)."""
+    arrays_fn = getattr(source, "arrays", None)
+    if arrays_fn is None:
+        return None
+    k = 0
+    while k < len(ops) and getattr(ops[k], "deterministic", False):
+        k += 1
+    if not all(hasattr(op, "batched") for op in ops[k:]):
+        return None
+    arrays = arrays_fn()
+    n = len(source)
+    first = finalize(apply_ops(dict(source[0]), ops[:k], None))
+    if sum(np.asarray(v).nbytes for v in first.values()) * n > max_bytes:
+        return None
+    rows = [finalize(apply_ops({key: v[i] for key, v in arrays.items()}, ops[:k], None)) for i in range(n)]
+    if any({key: np.shape(v) for key, v in r.items()} != {key: np.shape(v) for key, v in first.items()}
+           for r in rows):
+        return None                       # records of different shapes after the deterministic ops
+    stacked = {key: np.stack([np.asarray(r[key]) for r in rows]) for key in first}
+    return stacked, [op.batched for op in ops[k:]]
+
+
 def _absl_flags_parsed() -> None:
     # grain 0.2.18 worker processes read an absl flag and fail when flags were never parsed.
     if not flags.FLAGS.is_parsed():
@@ -134,7 +253,8 @@ def _absl_flags_parsed() -> None:
 def train_iterator(source, ops: Sequence[dict], global_batch: int, *, seed: int,
                    process_index: int = 0, process_count: int = 1, num_threads: int = 2,
                    num_workers: int = 0, prefetch: int = 4,
-                   batch_ops: Sequence[dict] | None = None, max_bad_fraction: float = 0.01):
+                   batch_ops: Sequence[dict] | None = None, max_bad_fraction: float = 0.01,
+                   in_memory: bool = True):
     """An infinite iterator of local batches ``{"image": [b, ...], "label": [b], ...}``; supports
     ``get_state()`` / ``set_state()`` and grain's orbax checkpoint handler.
 
@@ -146,25 +266,36 @@ def train_iterator(source, ops: Sequence[dict], global_batch: int, *, seed: int,
       batch_ops: batch-level op list (``vitjax.data.batch_ops``, e.g. mixup/cutmix).
       max_bad_fraction: stop with TooManyBadExamplesError when more than this fraction of the
         records read (per process, per worker) fail to decode; they are skipped until then.
+      in_memory: take the in-memory fast path (``in_memory_plan``) when the source and ops allow
+        it (``config.input.in_memory``).
     """
     local = _check_batch(global_batch, process_count)
     if len(source) < global_batch:
         raise ValueError(f"the dataset has {len(source)} examples, fewer than one batch of "
                          f"{global_batch}; lower input.batch_size")
-    fn = ExampleFn(build_ops(ops), BadInputMonitor(max_bad_fraction, "train"))
-    ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None).random_map(fn)
-    if process_count > 1:
-        ds = _ProcessRows(ds, global_batch, local, process_index)
-    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
-                                                 prefetch_buffer_size=max(1, prefetch) * local))
-    it_ds = it_ds.batch(local, drop_remainder=True)
+    built = build_ops(ops)
+    plan = in_memory_plan(source, built) if in_memory else None
+    if plan is not None:
+        arrays, batched = plan
+        log.info("data: in-memory fast path: %d records; %d deterministic op(s) applied once, %d per batch",
+                 len(source), len(built) - len(batched), len(batched))
+        ds = _ArrayBatches(arrays, batched, seed, global_batch, local, process_index)
+        it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=max(1, prefetch)))
+    else:
+        fn = ExampleFn(built, BadInputMonitor(max_bad_fraction, "train"))
+        ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None).random_map(fn)
+        if process_count > 1:
+            ds = _ProcessRows(ds, global_batch, local, process_index)
+        it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                                     prefetch_buffer_size=max(1, prefetch) * local))
+        it_ds = it_ds.batch(local, drop_remainder=True)
     built_batch_ops = build_batch_ops(batch_ops)
     if built_batch_ops:
         it_ds = it_ds.random_map(BatchFn(built_batch_ops), seed=_process_seed(seed, process_index, 1))
     if num_workers > 0:
         _absl_flags_parsed()
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
-    return iter(it_ds)
+    return _TaggedIterator(iter(it_ds), "per_example" if plan is None else "in_memory")
 
 
 def eval_batches(source, ops: Sequence[dict], global_batch: int, *, process_index: int = 0,

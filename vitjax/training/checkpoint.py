@@ -34,6 +34,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from vitjax.data.pipeline import DataPathMismatchError
 from vitjax.models import scan
 from vitjax.param_tree import first_mismatch
 
@@ -56,13 +57,19 @@ DAMAGED_DIR = "damaged_checkpoints"
 _DAMAGE_TYPES = (ValueError, OSError, KeyError, EOFError)
 
 
-def damage_reason(err: BaseException) -> str | None:
-    """One line on why reading a checkpoint failed, when ``err`` (raised inside orbax/TensorStore)
-    means damaged files; None for anything else (out of memory, a programming error)."""
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions it was raised from (orbax wraps the ones raised inside it)."""
     chain, e = [], err
     while e is not None and len(chain) < 20:
         chain.append(e)
         e = e.__cause__ or e.__context__
+    return chain
+
+
+def damage_reason(err: BaseException) -> str | None:
+    """One line on why reading a checkpoint failed, when ``err`` (raised inside orbax/TensorStore)
+    means damaged files; None for anything else (out of memory, a programming error)."""
+    chain = _chain(err)
     if any("RESOURCE_EXHAUSTED" in str(c) or isinstance(c, MemoryError) for c in chain):
         return None
     found = [c for c in chain if isinstance(c, _DAMAGE_TYPES)
@@ -97,6 +104,10 @@ class Checkpointer:
         try:
             yield
         except Exception as e:   # classified by damage_reason; anything else is re-raised
+            mismatch = [c for c in _chain(e) if isinstance(c, DataPathMismatchError)]
+            if mismatch:        # intact, but resumable only with the input path that saved it
+                raise CheckpointMismatchError(f"checkpoint step {step} in {self.directory}: {mismatch[0]}. "
+                                              f"Nothing was changed.") from e
             reason = damage_reason(e)
             if reason is None:
                 raise

@@ -274,7 +274,8 @@ class Trainer:
                                  num_workers=config_defaults.get(cfg.input, "input", "num_workers"),
                                  batch_ops=batch_ops_for_model(cfg.input.get("batch_ops"),
                                                                cfg.model.get("num_classes")),
-                                 max_bad_fraction=config_defaults.get(cfg.input, "input", "max_bad_fraction"))
+                                 max_bad_fraction=config_defaults.get(cfg.input, "input", "max_bad_fraction"),
+                                 in_memory=config_defaults.get(cfg.input, "input", "in_memory"))
         # Refuses a checkpoint of another model before touching anything; sets damaged steps aside.
         resumed = ckpt.resume(self.abstract_state, data_it)
         latest = None if resumed is None else resumed[0]
