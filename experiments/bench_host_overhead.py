@@ -72,6 +72,7 @@ def main() -> int:
     ap.add_argument("--log_every", type=int, default=20, help="steps per timing window of the real run")
     ap.add_argument("--bare_steps", type=int, default=20, help="steps per timed chunk of the bare step")
     ap.add_argument("--chunks", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3, help="back-to-back (real run, bare step) pairs")
     args, overrides = ap.parse_known_args()
 
     import jax
@@ -87,23 +88,53 @@ def main() -> int:
         f"--config.train.total_steps={args.steps}", f"--config.train.log_every_steps={args.log_every}",
         "--config.train.eval_every_steps=0", "--config.train.checkpoint_every_steps=0",
         "--config.train.tensorboard=False", *overrides])
-    workdir = tempfile.mkdtemp(prefix="vitjax_host_")
+    workdirs = []
+
+    def real_run():
+        workdirs.append(tempfile.mkdtemp(prefix="vitjax_host_"))
+        trainer = Trainer(cfg, workdirs[-1])
+        trainer.train()
+        return trainer, _step_times(workdirs[-1])
+
     try:
-        tr = Trainer(cfg, workdir)
-        tr.train()
-        run_times = _step_times(workdir)
+        tr, run_times = real_run()
+
+        # the bare step: the compiled program of the run, on one real batch, nothing else on the host
+        it = train_iterator(tr.train_source, cfg.input.train_ops, tr.batch_size, seed=1, num_threads=0,
+                            batch_ops=config_defaults.get(cfg.input, "input", "batch_ops"))
+        batch = sh.host_local_to_global(next(it), tr.mesh, tr.rules)
+        it.close()
+        step = tr.compiled_train_step(batch)
+        state = tr.state
+        state, m = step(state, batch)
+        jax.block_until_ready(m)
+
+        def bare_chunks():
+            nonlocal state
+            out = []
+            for _ in range(args.chunks):
+                t0 = time.perf_counter()
+                for _ in range(args.bare_steps):
+                    state, m = step(state, batch)
+                jax.block_until_ready((state, m))
+                out.append((time.perf_counter() - t0) / args.bare_steps)
+            return out
+
+        # Real run and bare step measured back to back, --repeats times: this machine's speed drifts
+        # over tens of seconds, so each ratio compares neighbours in time.
+        pairs = [(run_times, bare_chunks())]
+        for _ in range(args.repeats - 1):
+            pairs.append((real_run()[1], bare_chunks()))
 
         # the same run with its batches replayed from memory: the loop without the pipeline's CPU work
         import vitjax.training.trainer as trainer_mod
         real_iterator = trainer_mod.train_iterator
         trainer_mod.train_iterator = lambda *a, **k: _Replay(real_iterator(*a, **k), 8)
-        replay_dir = tempfile.mkdtemp(prefix="vitjax_host_replay_")
         try:
-            Trainer(cfg, replay_dir).train()
-            replay_times = _step_times(replay_dir)
+            _, replay_times = real_run()
         finally:
             trainer_mod.train_iterator = real_iterator
-            shutil.rmtree(replay_dir, ignore_errors=True)
+        replay_bare = bare_chunks()
 
         # the pipeline alone: CPU time per batch, as the run's iterator produces them
         it = train_iterator(tr.train_source, cfg.input.train_ops, tr.batch_size, seed=2,
@@ -115,37 +146,29 @@ def main() -> int:
             next(it)
         pipeline_t = (time.perf_counter() - t0) / 40
         it.close()
-
-        # the bare step: the compiled program of the run, on one real batch, nothing else on the host
-        it = train_iterator(tr.train_source, cfg.input.train_ops, tr.batch_size, seed=1, num_threads=0,
-                            batch_ops=config_defaults.get(cfg.input, "input", "batch_ops"))
-        batch = sh.host_local_to_global(next(it), tr.mesh, tr.rules)
-        it.close()
-        step = tr.compiled_train_step(batch)
-        state = tr.state
-        state, m = step(state, batch)
-        jax.block_until_ready(m)
-        bare = []
-        for _ in range(args.chunks):
-            t0 = time.perf_counter()
-            for _ in range(args.bare_steps):
-                state, m = step(state, batch)
-            jax.block_until_ready((state, m))
-            bare.append((time.perf_counter() - t0) / args.bare_steps)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    run_t, bare_t, replay_t = float(np.median(run_times)), float(np.median(bare)), float(np.median(replay_times))
+        for wd in workdirs:
+            shutil.rmtree(wd, ignore_errors=True)
     print(f"{args.config}: global batch {tr.batch_size}, {args.steps} steps, mesh {dict(tr.mesh.shape)}, "
           f"{jax.devices()[0].platform}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'':34s} {'median step':>12s}   windows / chunks (ms)")
-    print(f"{'training run (trainer loop)':34s} {1e3 * run_t:10.2f}ms   "
-          + " ".join(f"{1e3 * t:.1f}" for t in run_times))
+    ratios = []
+    for i, (run, bare) in enumerate(pairs):
+        run_t, bare_t = float(np.median(run)), float(np.median(bare))
+        ratios.append(run_t / bare_t)
+        print(f"{f'training run {i + 1} (trainer loop)':34s} {1e3 * run_t:10.2f}ms   "
+              + " ".join(f"{1e3 * t:.1f}" for t in run))
+        print(f"{'bare compiled step, same batch':34s} {1e3 * bare_t:10.2f}ms   "
+              + " ".join(f"{1e3 * t:.1f}" for t in bare) + f"   -> run / bare {ratios[-1]:.3f}")
+    replay_t, replay_bare_t = float(np.median(replay_times)), float(np.median(replay_bare))
     print(f"{'training run, batches replayed':34s} {1e3 * replay_t:10.2f}ms   "
           + " ".join(f"{1e3 * t:.1f}" for t in replay_times))
-    print(f"{'bare compiled step, same batch':34s} {1e3 * bare_t:10.2f}ms   " + " ".join(f"{1e3 * t:.1f}" for t in bare))
+    print(f"{'bare compiled step, same batch':34s} {1e3 * replay_bare_t:10.2f}ms   "
+          + " ".join(f"{1e3 * t:.1f}" for t in replay_bare))
     print(f"{'data pipeline alone, per batch':34s} {1e3 * pipeline_t:10.2f}ms   (CPU time the run adds on a CPU host)")
-    print(f"run / bare: {run_t / bare_t:.3f} (goal <= 1.05); replayed run / bare: {replay_t / bare_t:.3f} "
-          f"(the loop's own overhead)")
+    print(f"run / bare: {float(np.median(ratios)):.3f}, the median of {len(ratios)} back-to-back pairs "
+          f"({', '.join(f'{r:.3f}' for r in ratios)}; goal <= 1.05); replayed run / bare: "
+          f"{replay_t / replay_bare_t:.3f} (the loop's own overhead)")
     return 0
 
 
