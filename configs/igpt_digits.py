@@ -9,18 +9,18 @@ The model is the ``lm`` family in ImageGPT's layout (RMS-style norm without bias
 quick_gelu, untied head). ``eval/bits_per_pixel`` is the mean over the 360 held-out digits' 23,040
 pixels; simple baselines on that split: per-position frequencies 2.435, a causal up+left context
 table 2.305, autoregressive logistic regression on all previous pixels 2.138.
-Measured (2 CPU cores, another training run beside it): 3,520 steps (80 epochs, batch 32) in 11.5
-minutes; eval/bits_per_pixel 1.986 (1.828 at step 1,760: the second 40 epochs overfit the 1,437
+Measured (2 quiet CPU cores): 3,520 steps (80 epochs, batch 32) in 7 minutes (11.5 with another run
+beside it); eval/bits_per_pixel 1.986 (1.828 at step 1,760: the second 40 epochs overfit the 1,437
 digits), linear probe (eval/linear_top1) on the concatenated average-pooled outputs of blocks 1-4:
-0.961. Completions of the held-out top halves (``experiments/igpt_completion.py``): plain samples at
-temperature 1 are classified as the true digit 0.804 of the time (16 per digit), the best of 16 by
-consensus 0.831 (0.817 and 0.811 with sampling seeds 1 and 2); the classifier gets 0.969 on real
-digits and 0.378 on top halves alone. Training seed 1 (``--config.train.seed=1``): 2.053 bits/pixel,
-probe 0.967, plain samples 0.804, consensus 0.833. Why 80 epochs: the completions improve as the model
+0.961. Completions of the held-out top halves (``experiments/igpt_completion.py``, classified by the
+README's ``vit_digits`` run: 0.969 on real digits, 0.350 on top halves alone): the best of 16 plain
+samples by consensus 0.831 (0.814 and 0.814 with sampling seeds 1 and 2); the plain samples
+themselves 0.799. Training seed 1 (``--config.train.seed=1``): 2.053 bits/pixel, probe 0.967, plain
+0.798, consensus 0.839. Why 80 epochs: the completions improve as the model
 fits the training digits more closely (bottoms copied from the training digit nearest in the top
 half are right 0.875 of the time, from the 20 nearest only 0.765), at the cost of held-out bits: 40
-epochs gave 1.797 bits/pixel, probe 0.956, but plain samples 0.736 and consensus 0.792 (60 epochs:
-1.826, probe 0.939, consensus 0.836; width 192 at 40 epochs: 1.808, probe 0.931, consensus 0.786).
+epochs gave 1.797 bits/pixel, probe 0.956, but plain samples 0.723 and consensus 0.775 (60 epochs:
+1.826, probe 0.939, consensus 0.833; width 192 at 40 epochs: 1.808, probe 0.931, consensus 0.769).
 The probe's layers and optimiser were chosen by 5-fold cross-validation on training-split features
 (blocks 1-4 with AdamW lr 0.01: CV 0.951 on the 40-epoch model; block 2 alone with SGD lr 0.1, the
 former default: CV 0.939, test 0.928). The training digits move by up to one column
