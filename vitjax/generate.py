@@ -1,6 +1,6 @@
 """``python -m vitjax.generate --workdir W [--prompt TEXT] [--max_new_tokens N --temperature T --top_k K
---top_p P --best_of N --select likelihood|consensus --seed S --step N]``: samples from a trained decoder (any model with the
-``vitjax.generation`` protocol: the ``lm`` family, Perceiver AR).
+--top_p P --best_of N --select likelihood|consensus --seed S --step N]``: samples from a trained
+decoder (any model with the ``vitjax.generation`` protocol: the ``lm`` family, Perceiver AR).
 
 Text models: the prompt is tokenized with the run's tokenizer (``config.data.tokenizer`` /
 ``tokenizer_path``, else the ``tokenize`` op of its input pipeline, or ``--tokenizer``), with the
@@ -26,7 +26,7 @@ from PIL import Image
 from vitjax.data.pixel_tokens import image_to_tokens, tokens_to_image
 from vitjax.data.sources import get_eval_source
 from vitjax.data.text import get_tokenizer
-from vitjax.generation import check_vocab, generate
+from vitjax.generation import SELECTS, check_vocab, generate
 from vitjax.training.workdir import load_workdir, weights_for, workdir_model
 
 
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--best_of", type=int, default=1,
                    help="sample N continuations per prompt, keep one (--select)")
-    p.add_argument("--select", default="likelihood", choices=("likelihood", "consensus"),
+    p.add_argument("--select", default="likelihood", choices=SELECTS,
                    help="with --best_of: the likeliest per token, or the one nearest the others (MBR)")
     p.add_argument("--num_samples", type=int, default=16, help="image models: images to sample")
     p.add_argument("--prompt_rows", type=int, default=0,

@@ -199,9 +199,10 @@ class _TaggedIterator(grain.DatasetIterator):
         state = dict(state)
         saved = state.pop("pipeline", "per_example")
         if saved != self._path:
-            raise DataPathMismatchError(f"the checkpoint's data position was saved by the {saved.replace('_', '-')} input "
-                             f"pipeline but this run uses the {self._path.replace('_', '-')} one; resume with "
-                             f"--config.input.in_memory={saved == 'in_memory'}")
+            raise DataPathMismatchError(
+                f"the checkpoint's data position was saved by the {saved.replace('_', '-')} input pipeline but "
+                f"this run uses the {self._path.replace('_', '-')} one; resume with "
+                f"--config.input.in_memory={saved == 'in_memory'}")
         self._inner.set_state(state)
 
     def start_prefetch(self):
@@ -233,14 +234,18 @@ def in_memory_plan(source, ops: Sequence[Callable], max_bytes: int = 1 << 30):
         return None
     arrays = arrays_fn()
     n = len(source)
-    first = finalize(apply_ops(dict(source[0]), ops[:k], None))
-    if sum(np.asarray(v).nbytes for v in first.values()) * n > max_bytes:
+
+    def record(i):
+        return finalize(apply_ops({key: v[i] for key, v in arrays.items()}, ops[:k], None))
+
+    rows = [record(0)]
+    shapes = {key: np.shape(v) for key, v in rows[0].items()}
+    if sum(np.asarray(v).nbytes for v in rows[0].values()) * n > max_bytes:
         return None
-    rows = [finalize(apply_ops({key: v[i] for key, v in arrays.items()}, ops[:k], None)) for i in range(n)]
-    if any({key: np.shape(v) for key, v in r.items()} != {key: np.shape(v) for key, v in first.items()}
-           for r in rows):
+    rows += [record(i) for i in range(1, n)]
+    if any({key: np.shape(v) for key, v in r.items()} != shapes for r in rows):
         return None                       # records of different shapes after the deterministic ops
-    stacked = {key: np.stack([np.asarray(r[key]) for r in rows]) for key in first}
+    stacked = {key: np.stack([np.asarray(r[key]) for r in rows]) for key in shapes}
     return stacked, [op.batched for op in ops[k:]]
 
 

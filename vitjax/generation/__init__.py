@@ -26,8 +26,9 @@ cache layout implements the three functions itself, carrying those inputs in ``p
 
 Modules: ``sampling`` (logits -> next token), ``decode`` (the protocol, ``generate``).
 """
-from vitjax.generation.decode import Decoder, Generated, ModuleDecoder, as_decoder, check_vocab, generate, pick_best
+from vitjax.generation.decode import (SELECTS, Decoder, Generated, ModuleDecoder, as_decoder, check_vocab, generate,
+                                     pick_best)
 from vitjax.generation.sampling import check_sampling, filter_logits, next_token
 
-__all__ = ["Decoder", "Generated", "ModuleDecoder", "as_decoder", "check_vocab", "generate", "pick_best", "check_sampling",
-           "filter_logits", "next_token"]
+__all__ = ["SELECTS", "Decoder", "Generated", "ModuleDecoder", "as_decoder", "check_vocab", "generate", "pick_best",
+           "check_sampling", "filter_logits", "next_token"]

@@ -29,7 +29,10 @@ from flax import linen as nn
 from vitjax import sharding as sh
 from vitjax.generation.sampling import check_sampling, next_token
 
-__all__ = ["Decoder", "ModuleDecoder", "Generated", "as_decoder", "generate", "pick_best", "check_vocab"]
+__all__ = ["Decoder", "ModuleDecoder", "Generated", "SELECTS", "as_decoder", "generate", "pick_best", "check_vocab"]
+
+#: How ``best_of`` keeps one of its candidates (``pick_best``).
+SELECTS = ("likelihood", "consensus")
 
 
 @runtime_checkable
@@ -128,6 +131,11 @@ def _logprob(logits, tokens):
     return jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
 
 
+def _check_select(select: str) -> None:
+    if select not in SELECTS:
+        raise ValueError(f"select={select!r}: choose {' or '.join(map(repr, SELECTS))}")
+
+
 def pick_best(out: Generated, k: int, select: str = "likelihood", token_values=None) -> Generated:
     """Rows i*k .. i*k+k-1 of ``out`` are k candidates for prompt i; keeps one per prompt.
 
@@ -137,10 +145,11 @@ def pick_best(out: Generated, k: int, select: str = "likelihood", token_values=N
       single sequence (which favours bland continuations). Distances compare ``token_values[t]``
       ([V] or [V, C]: e.g. an image palette) position by position; without ``token_values``, the
       number of positions where two candidates' tokens differ."""
+    _check_select(select)
     b = out.tokens.shape[0] // k
     if select == "likelihood":
         score = (out.logprobs / jnp.maximum(out.lengths, 1)).reshape(b, k)
-    elif select == "consensus":
+    else:
         toks = out.tokens.reshape(b, k, -1)
         if token_values is None:
             dist = jnp.sum(toks[:, :, None] != toks[:, None], axis=-1).astype(jnp.float32)
@@ -149,8 +158,6 @@ def pick_best(out: Generated, k: int, select: str = "likelihood", token_values=N
             x = vals[jnp.clip(toks, 0, vals.shape[0] - 1)].reshape(b, k, -1)
             dist = jnp.sum((x[:, :, None] - x[:, None]) ** 2, axis=-1)
         score = -jnp.sum(dist, axis=-1)
-    else:
-        raise ValueError(f"select={select!r}: choose 'likelihood' or 'consensus'")
     pick = jnp.arange(b) * k + jnp.argmax(score, axis=1)
     return Generated(*(x[pick] for x in out))
 
@@ -242,8 +249,7 @@ def generate(decoder, params, prompts, lengths=None, *, max_new_tokens: int, rng
     if best_of < 1 or (best_of > 1 and temperature == 0):
         raise ValueError(f"best_of={best_of} must be >= 1, and > 1 only when sampling (temperature > 0, "
                          f"got {temperature}): greedy candidates are all the same")
-    if select not in ("likelihood", "consensus"):
-        raise ValueError(f"select={select!r}: choose 'likelihood' or 'consensus'")
+    _check_select(select)
     if best_of > 1:
         prompts = np.repeat(np.asarray(prompts), best_of, axis=0)
         lengths = None if lengths is None else np.repeat(np.asarray(lengths), best_of, axis=0)
