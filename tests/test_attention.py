@@ -205,3 +205,35 @@ def test_attention_dropout_is_seeded_and_off_when_deterministic(impl):
     assert _max_diff(run(0, True), plain) == 0.0
     assert _max_diff(run(0, False), run(0, False)) == 0.0
     assert _max_diff(run(0, False), plain) > 0.05 and _max_diff(run(0, False), run(1, False)) > 0.05
+
+
+def test_a_jax_without_the_flash_kernels_or_a_lowering_loses_only_pallas(monkeypatch, caplog):
+    """jax.experimental moves between releases: a module missing there costs `pallas` on that platform,
+    with the reason; `auto` falls back to xla / the reference, explicit requests raise it."""
+    from vitjax.kernels import dispatch
+    missing = "jax.experimental.pallas.ops.tpu.splash_attention does not import on jax 9.9 (ImportError: gone)"
+    monkeypatch.setitem(dispatch._modules, A.FLASH["tpu"], (None, missing))
+    long_q = jax.ShapeDtypeStruct((1, 2048, 2, 64), jnp.float32)
+    assert "pallas" not in A.available("tpu") and "pallas" in A.available("gpu")
+    with caplog.at_level(logging.INFO, logger="vitjax"):
+        assert A.resolve("auto", long_q, long_q, platform="tpu") == "xla"
+    assert f"attention auto: not using splash on tpu: {missing}; using xla" in caplog.text
+    with pytest.raises(ValueError) as e:
+        A.resolve("pallas", long_q, long_q, platform="tpu")
+    assert str(e.value) == (f"attention implementation 'pallas' is not available on platform 'tpu' ({missing}); "
+                            "available here: ['xla', 'band', 'dilated', 'block_local', 'bigbird', 'linear', "
+                            "'performer'] (or 'auto')")
+    # the Pallas kernels' GPU lowering (Triton) missing: auto takes the jnp reference, explicit raises
+    gone = "jax.experimental.pallas.triton does not import on jax 9.9 (ImportError: gone)"
+    monkeypatch.setitem(dispatch._modules, dispatch.LOWERING["gpu"], (None, gone))
+    assert "pallas" not in A.available("gpu")
+    with caplog.at_level(logging.WARNING, logger="vitjax"):
+        assert dispatch.resolve("window-attention", "auto", None, "gpu") == ("reference", False)
+    assert f"window-attention kernel: using the jnp reference on gpu: {gone}" in caplog.text
+    with pytest.raises(ValueError) as e:
+        dispatch.resolve("window-attention", "pallas", None, "gpu")
+    assert str(e.value) == (f"the Pallas window-attention kernel cannot compile on gpu: {gone}; use "
+                            "implementation='reference' (or 'auto', which falls back to it)")
+    assert dispatch.resolve("window-attention", "pallas", True, "gpu") == ("pallas", True)   # interpreter needs none
+    assert dispatch.optional_module("jax.experimental.no_such_module")[1].startswith(
+        "jax.experimental.no_such_module does not import on jax ")

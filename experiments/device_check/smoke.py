@@ -8,6 +8,10 @@ where the error was raised, so an API break of a newer jax/flax/orbax/grain name
 * versions: jax, jaxlib, flax, optax, orbax-checkpoint, grain, ml-collections, torch, timm, and the devices;
 * import: every vitjax module;
 * train: two steps of the digits ViT through the real Trainer (data, jit, checkpoint, eval);
+* experimental: the jax.experimental modules vitjax imports lazily (Pallas' Triton and Mosaic
+  lowerings, jax's GPU flash and TPU splash kernels); a missing one costs only that path, named here;
+* flash_attention: ``model.attention='pallas'`` (jax's flash kernel for this backend; interpreted on
+  CPU) against dense XLA attention, causal, float32 and bfloat16;
 * window_attention / latent_cross_attention: one forward + backward of each Pallas kernel, compiled for
   this backend (interpreted on CPU), against its XLA reference in float32 and bfloat16.
 
@@ -93,6 +97,38 @@ def train_two_steps() -> dict:
     return {k: round(float(v), 4) for k, v in final.items()}
 
 
+def experimental() -> dict:
+    from vitjax.kernels import dispatch
+    from vitjax.models import attention
+    names = sorted(set(dispatch.LOWERING.values()) | set(attention.FLASH.values()))
+    missing = {n: dispatch.optional_module(n)[1] for n in names if dispatch.optional_module(n)[1]}
+    if missing:
+        raise ImportError(f"{len(missing)} of {len(names)} jax.experimental modules missing (those paths fall "
+                          f"back or raise): {missing}")
+    return {"modules": names}
+
+
+def flash_attention() -> dict:
+    import jax
+    import jax.numpy as jnp
+    from vitjax.models import attention as A
+    backend = jax.default_backend()
+    b, t, h, d = 2, 200, 2, 64
+    ks = jax.random.split(jax.random.key(2), 3)
+    q, k, v = (jax.random.normal(ks[i], (b, t, h, d), jnp.float32) for i in range(3))
+    if backend == "gpu":
+        fn = lambda q, k, v: A.attend(q, k, v, causal=True, impl="pallas")  # noqa: E731
+    elif backend == "tpu":
+        fn = lambda q, k, v: A._splash(q, k, v, causal=True)  # noqa: E731
+    else:
+        fn = lambda q, k, v: A._flash_gpu(q, k, v, causal=True, interpret=True)  # noqa: E731
+    ref = lambda q, k, v: A.attend(q, k, v, causal=True, impl="xla")  # noqa: E731
+    out = {"backend": backend}
+    for dtype in (jnp.float32, jnp.bfloat16):
+        out.update(_compare(fn, ref, [q, k, v], dtype))
+    return out
+
+
 def _compare(fn, ref, args, dtype) -> dict:
     import jax
     import jax.numpy as jnp
@@ -163,8 +199,8 @@ def main() -> int:
     ap.add_argument("--skip", default="", help="comma list of checks to skip")
     args = ap.parse_args()
     results: dict = {}
-    checks = {"versions": versions, "import": import_all, "train": train_two_steps,
-              "window_attention": window_kernel, "latent_cross_attention": latent_kernel}
+    checks = {"versions": versions, "import": import_all, "experimental": experimental, "train": train_two_steps,
+              "flash_attention": flash_attention, "window_attention": window_kernel, "latent_cross_attention": latent_kernel}
     for name, fn in checks.items():
         if name not in args.skip.split(","):
             check(results, name, fn)

@@ -38,17 +38,38 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import importlib
+import logging
+
 import jax
 import jax.numpy as jnp
-# Both ship with jax (no extra dependency) and import in ~0.1 s on any host: module level.
-from jax.experimental.pallas import tpu as pltpu
-from jax.experimental.pallas import triton as pltriton
 
 __all__ = ["IMPLEMENTATIONS", "COMPILED_BACKENDS", "backend", "resolve", "compiled_for",
-           "compiler_params", "pow2_at_least_16", "round_up", "pad_trailing"]
+           "compiler_params", "optional_module", "pow2_at_least_16", "round_up", "pad_trailing"]
 
 IMPLEMENTATIONS = ("auto", "pallas", "reference")   # and None, the same as "auto"
 COMPILED_BACKENDS = ("tpu", "gpu")                  # where Pallas kernels compile (not interpret)
+# The Pallas lowering each compiled backend needs: Mosaic on TPU, Triton on GPU.
+LOWERING = {"tpu": "jax.experimental.pallas.tpu", "gpu": "jax.experimental.pallas.triton"}
+
+log = logging.getLogger("vitjax")
+_modules: dict[str, tuple[object | None, str | None]] = {}
+
+
+def optional_module(name: str):
+    """(module, None), or (None, why) when ``name`` does not import on this jax.
+
+    Pallas' lowerings and jax's own flash kernels live under ``jax.experimental``, which moves
+    between jax releases; importing them lazily through here keeps ``import vitjax`` working on a
+    jax that lacks one, and lets ``auto`` fall back with the reason (explicit requests raise it).
+    """
+    if name not in _modules:
+        try:
+            _modules[name] = (importlib.import_module(name), None)
+        except Exception as e:  # noqa: BLE001 -- ImportError, or an AttributeError inside jax's own module
+            _modules[name] = (None, f"{name} does not import on jax {jax.__version__} "
+                                    f"({type(e).__name__}: {e})")
+    return _modules[name]
 
 
 def backend() -> str:
@@ -68,14 +89,21 @@ def resolve(kernel: str, implementation: str | None, interpret: bool | None,
         raise ValueError(f"unknown {kernel} implementation {implementation!r} (got "
                          f"implementation={implementation!r}; choose one of {choices}, or None for auto)")
     compiles = backend in COMPILED_BACKENDS
+    missing = optional_module(LOWERING[backend])[1] if compiles and not interpret else None
     if impl == "auto":
         impl = "pallas" if (interpret or compiles) else "reference"
+        if impl == "pallas" and missing:
+            log.warning("%s kernel: using the jnp reference on %s: %s", kernel, backend, missing)
+            impl = "reference"
     if impl == "reference":
         return impl, False
     if not interpret and not compiles:
         raise ValueError(f"the Pallas {kernel} kernel needs a TPU or GPU but the backend is {backend!r}; "
                          f"pass interpret=True to run it in the Pallas interpreter, or "
                          f"implementation='reference'")
+    if missing:
+        raise ValueError(f"the Pallas {kernel} kernel cannot compile on {backend}: {missing}; use "
+                         f"implementation='reference' (or 'auto', which falls back to it)")
     return impl, bool(interpret)
 
 
@@ -97,11 +125,14 @@ def compiler_params(backend: str, interpret: bool, dimension_semantics: Sequence
     K/V blocks, and the window kernel's tiles assume Triton's 2-D dots).
     """
     target = compiled_for(backend, interpret)
+    if target is None:
+        return None
+    lowering, missing = optional_module(LOWERING[target])
+    if missing:
+        raise ValueError(f"Pallas kernels cannot compile on {target}: {missing}")
     if target == "tpu":
-        return pltpu.CompilerParams(dimension_semantics=tuple(dimension_semantics))
-    if target == "gpu":
-        return pltriton.CompilerParams()
-    return None
+        return lowering.CompilerParams(dimension_semantics=tuple(dimension_semantics))
+    return lowering.CompilerParams()
 
 
 # ----------------------------------------------------------------------------------------------------

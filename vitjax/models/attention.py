@@ -47,9 +47,6 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-# jax's own flash kernels ship with jax and import on any host (CPU too): module level.
-from jax.experimental.pallas.ops.gpu import attention as gpu_flash
-from jax.experimental.pallas.ops.tpu import splash_attention as splash
 
 from vitjax.kernels import dispatch
 from vitjax.models import attention_linear, attention_sparse
@@ -65,6 +62,10 @@ SPARSE = attention_sparse.PATTERNS            # band, dilated, block_local, bigb
 LINEAR = attention_linear.KINDS               # linear, performer
 IMPLEMENTATIONS = ("auto",) + DENSE + SPARSE + LINEAR
 SPLASH_MIN_LEN = 1024                         # below it XLA's fused dense attention is as good on TPU
+# jax's own flash kernels (they ship with jax, under jax.experimental, which moves between releases):
+# imported when first needed, so a jax without one loses only `pallas` on that platform, with the reason.
+FLASH = {"gpu": "jax.experimental.pallas.ops.gpu.attention",
+         "tpu": "jax.experimental.pallas.ops.tpu.splash_attention"}
 _logged: set[str] = set()
 
 
@@ -87,9 +88,15 @@ def available(platform: str | None = None) -> tuple[str, ...]:
     out = ["xla"]
     if platform == "gpu" and _nvidia():
         out.append("cudnn")
-    if platform in dispatch.COMPILED_BACKENDS:
+    if platform in dispatch.COMPILED_BACKENDS and _flash_missing(platform) is None:
         out.append("pallas")
     return tuple(out) + SPARSE + LINEAR
+
+
+def _flash_missing(platform: str) -> str | None:
+    """Why jax's flash kernel for ``platform`` cannot be used here (it or its lowering does not
+    import on this jax), or None."""
+    return dispatch.optional_module(FLASH[platform])[1] or dispatch.optional_module(dispatch.LOWERING[platform])[1]
 
 
 def _unsupported(impl: str, q, k, mask, causal, query_offset, dropout: bool) -> str | None:
@@ -127,7 +134,9 @@ def resolve(impl: str | None, q, k, *, mask=None, causal=False, query_offset=0, 
     avail = available(platform)
     if impl != "auto":
         if impl not in avail:
-            raise ValueError(f"attention implementation {impl!r} is not available on platform {platform!r}; "
+            why = (f" ({_flash_missing(platform)})" if impl == "pallas" and platform in dispatch.COMPILED_BACKENDS
+                   else "")
+            raise ValueError(f"attention implementation {impl!r} is not available on platform {platform!r}{why}; "
                              f"available here: {list(avail)} (or 'auto')")
         if impl in ("cudnn", "pallas"):
             why = _unsupported(impl, q, k, mask, causal, query_offset, dropout)
@@ -139,6 +148,9 @@ def resolve(impl: str | None, q, k, *, mask=None, causal=False, query_offset=0, 
         candidates = ["cudnn"]
     elif platform == "tpu" and q.shape[1] >= SPLASH_MIN_LEN:
         candidates = ["pallas"]
+        if "pallas" not in avail:
+            _log_once(f"attention auto: not using splash on tpu: {_flash_missing('tpu')}; using xla")
+            candidates = []
     else:
         candidates = []
     for cand in candidates:
@@ -213,6 +225,13 @@ def _pallas(q, k, v, *, causal: bool):
     return _flash_gpu(q, k, v, causal=causal)
 
 
+def _flash_module(platform: str):
+    module, missing = dispatch.optional_module(FLASH[platform])
+    if missing:
+        raise ValueError(f"attention implementation 'pallas' cannot run: {missing}; use model.attention='xla'")
+    return module
+
+
 def _pad_len(t: int, block: int) -> int:
     return dispatch.round_up(t, block)
 
@@ -220,6 +239,7 @@ def _pad_len(t: int, block: int) -> int:
 def _flash_gpu(q, k, v, *, causal: bool, interpret: bool = False, block: int = 128):
     """jax.experimental.pallas.ops.gpu.attention.mha on [B, T, H, D]; T padded to whole blocks, the
     padding kept apart by segment ids (padded queries see only padded keys, whose rows are dropped)."""
+    gpu_flash = _flash_module("gpu")
     b, t, h, d = q.shape
     tp = _pad_len(t, block if t > block else 32)
     pad = [(0, 0), (0, tp - t), (0, 0), (0, 0)]
@@ -233,6 +253,7 @@ def _flash_gpu(q, k, v, *, causal: bool, interpret: bool = False, block: int = 1
 
 @functools.lru_cache(maxsize=32)
 def _splash_kernel(tp: int, heads: int, causal: bool, interpret: bool):
+    splash = _flash_module("tpu")
     one = splash.CausalMask((tp, tp)) if causal else splash.FullMask((tp, tp))
     return splash.make_splash_mha(splash.MultiHeadMask([one] * heads), head_shards=1, q_seq_shards=1,
                                   interpret=interpret)
@@ -247,7 +268,7 @@ def _splash(q, k, v, *, causal: bool, interpret: bool = False):
     pad = [(0, 0), (0, tp - t), (0, 0), (0, 0)]
     to_heads = lambda x: jnp.pad(x, pad).transpose(0, 2, 1, 3)             # noqa: E731
     seg = (jnp.arange(tp) < t).astype(jnp.int32)
-    ids = splash.SegmentIds(q=seg, kv=seg)
+    ids = _flash_module("tpu").SegmentIds(q=seg, kv=seg)
     qs = to_heads(q * jnp.asarray(1 / math.sqrt(d), q.dtype))
     out = jax.vmap(lambda a, b_, c: kernel(a, b_, c, segment_ids=ids))(qs, to_heads(k), to_heads(v))
     return out.transpose(0, 2, 1, 3)[:, :t]
