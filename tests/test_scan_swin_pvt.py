@@ -210,3 +210,30 @@ def test_blocks_built_differently_cannot_be_scanned(cls, heads, monkeypatch):
                         rf"built with \{{'num_heads': {heads[0]}, .*\}} but block 0 with \{{'num_heads': {heads[1]}, "
                         rf".*\}} \(layers of different shapes\); set --config.model.scan_layers=False for this model",
                         err.value.args[0]), err.value.args[0]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_remat_inside_and_outside_the_scan_changes_nothing_but_the_program(family, cases):
+    """model.remat on Swin and PVT: the rematerialised model (scanned and unscanned) computes the same
+    logits and gradients, and its program really recomputes (a remat primitive is in it; none without)."""
+    case = cases(family)
+    remat_scanned = case.scanned.clone(remat="save_attn_mlp_out")
+    remat_flat = case.flat.clone(remat="full")
+
+    def grads(model, p):
+        return jax.grad(lambda p: jnp.sum(model.apply({"params": p}, case.images, train=False) ** 2))(p)
+
+    flat_params = scan.unscan_tree(case.params)
+    for model, params, remat in ((remat_scanned, case.params, True), (remat_flat, flat_params, True),
+                                 (case.flat, flat_params, False)):
+        assert ("remat" in str(jax.make_jaxpr(lambda p: grads(model, p))(params))) == remat
+    both = jax.jit(lambda p: (grads(remat_scanned, p), grads(remat_flat, scan.unscan_tree(p)),
+                              grads(case.flat, scan.unscan_tree(p))))
+    g_scan, g_flat, ref = jax.device_get(both(case.params))
+    g_scan = scan.to_layout(g_scan, ref)
+    scale = max(np.abs(g).max() for g in jax.tree.leaves(ref))
+    for g in (g_scan, g_flat):
+        worst = max(np.abs(a - b).max() for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(ref)))
+        assert scale > 0.1 and worst <= 1e-5 * scale, (worst, scale)
+    with pytest.raises(ValueError, match="unknown remat policy 'sometimes'; choose one of"):
+        case.flat.clone(remat="sometimes").init(_key(0), case.images)

@@ -30,9 +30,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from jax.ad_checkpoint import checkpoint_name
 
 from vitjax.models.scan import check_uniform, scan_stack, stack_name
-from vitjax.models.transformer import DropPath, classifier_head, Einsum, LayerNorm, _p, activation_fn, dense_init
+from vitjax.models.transformer import (DropPath, classifier_head, Einsum, LayerNorm, _p, activation_fn, dense_init,
+                                       remat_block, remat_policy)
 from vitjax.models.registry import build_module, register_model
 
 # name: (embed_dims, depths, num_heads, mlp_ratios). Wang et al. 2022 (PVT v2), Table 1 and timm
@@ -187,10 +189,11 @@ class PVTBlock(nn.Module):
         x = nn.with_logical_constraint(x, ("act_batch", None, None, "act_embed"))
         y = SRAttention(self.num_heads, self.sr_ratio, self.linear, self.qkv_bias, name="attn", **kw)(
             LayerNorm(1e-6, name="norm1", **kw)(x))
-        y = nn.Dropout(self.dropout)(y, deterministic=not train)
+        y = checkpoint_name(nn.Dropout(self.dropout)(y, deterministic=not train), "attn_out")  # remat policies
         x = x + DropPath(self.drop_path, name="drop_path1")(y, train=train, rate=drop_path)
         y = PVTMlp(int(x.shape[-1] * self.mlp_ratio), self.version == 2, self.linear, self.dropout, name="mlp",
                    **kw)(LayerNorm(1e-6, name="norm2", **kw)(x), train=train)
+        y = checkpoint_name(y, "mlp_out")
         return x + DropPath(self.drop_path, name="drop_path2")(y, train=train, rate=drop_path)
 
 
@@ -205,6 +208,8 @@ class PVT(nn.Module):
       embed_dims, depths, num_heads, mlp_ratios, sr_ratios: per stage.
       linear: v2's linear SRA (7x7 average pool instead of the strided conv).
       qkv_bias, dropout, drop_path: as timm (drop_path rises linearly over all blocks).
+      remat: per-block rematerialisation policy ("none", "full", "dots_saveable", "save_attn_mlp_out"),
+        inside the scan too when ``scan_layers``.
       scan_layers: each stage's blocks as one ``nn.scan`` (child ``stage{s}_block0-{d-1}``, parameters
         stacked on a leading ``layers`` axis; ``vitjax.models.scan``).
       dtype, param_dtype: compute and storage dtypes.
@@ -223,6 +228,7 @@ class PVT(nn.Module):
     dropout: float = 0.0
     drop_path: float = 0.0
     head_zero_init: bool = False
+    remat: str | bool | None = None
     scan_layers: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -259,6 +265,7 @@ class PVT(nn.Module):
                              f"{images.shape[1]}x{images.shape[2]}")
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         rates = np.linspace(0.0, self.drop_path, sum(self.depths)).tolist()
+        block_cls = remat_block(PVTBlock, self.remat)
         x = images.astype(self.dtype)
         pyramid, i = [], 0
         for s, dim in enumerate(self.embed_dims):
@@ -278,10 +285,10 @@ class PVT(nn.Module):
                               [{k: v for k, v in kw.items() if k not in ("dtype", "param_dtype")} for kw in kwargs])
                 block = PVTBlock(**kwargs[0], name=stack_name(f"stage{s}_block", 0, depth - 1))
                 x = scan_stack(block, x, lambda blk, y, layer: blk(y, train, layer.drop_path), length=depth,
-                               rates=rates[i:i + depth])
+                               rates=rates[i:i + depth], remat_policy=remat_policy(self.remat))
             else:
                 for b in range(depth):
-                    x = PVTBlock(**self._block_kwargs(s, b), drop_path=rates[i + b], name=f"stage{s}_block{b}")(
+                    x = block_cls(**self._block_kwargs(s, b), drop_path=rates[i + b], name=f"stage{s}_block{b}")(
                         x, train)
             i += depth
             x = LayerNorm(1e-6, name=f"stage{s}_norm", **kw)(x)
