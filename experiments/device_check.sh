@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for a lent GPU: install the carried wheels, check vitjax works on the machine's jax
 # (import, two train steps, each Pallas kernel vs its reference in fp32/bf16), then run each benchmark
-# in its own guarded step and write one JSON and one markdown table. <= 8 minutes on one GPU.
+# in its own guarded step and write one JSON and one markdown table. <= 8 minutes on one GPU for
+# issue 20's steps, then <= 2 for issue 21's attention step.
 #
 #   bash experiments/device_check/fetch_wheels.sh            # here, once: the wheels the image lacks -> .whl/
 #   device run, carry [".whl"]:  bash experiments/device_check.sh "$OUT"

@@ -19,7 +19,10 @@ Steps (figures of issue 20, item 7):
 * ``mae_l16``: MAE ViT-L/16 step time, encoder on visible patches vs on all (``experiments/bench_mae.py``);
 * ``swin_t_step``: Swin-T training step with the window kernel vs the XLA reference
   (``experiments/device_check/swin_step.py``);
-* ``decoder_generate``: decoder tokens/s, KV-cached generation vs HF generate (``experiments/bench_generate.py``).
+* ``decoder_generate``: decoder tokens/s, KV-cached generation vs HF generate (``experiments/bench_generate.py``);
+* ``attention_impls`` (issue 21's GPU figures, last so the steps above come first): ViT-B/16 bf16
+  training step with ``model.attention`` = xla / cudnn / pallas, and the dense kernels vs XLA at 4k and
+  16k tokens (``experiments/device_check/attention_impls.py``).
 """
 from __future__ import annotations
 
@@ -37,7 +40,8 @@ EXP = os.path.join(REPO, "experiments")
 
 
 def steps(cpu_smoke: bool, out: str) -> list[tuple[str, list[str], int]]:
-    """(name, argv, time limit in s). The limits of the real run add up to 7.5 minutes."""
+    """(name, argv, time limit in s). The limits of the real run add up to 7.5 minutes for issue 20's
+    steps, 9.5 with issue 21's ``attention_impls``."""
     py = sys.executable
     if cpu_smoke:    # the same code paths at toy sizes: checks the script, not the speed
         return [
@@ -51,6 +55,7 @@ def steps(cpu_smoke: bool, out: str) -> list[tuple[str, list[str], int]]:
                          "--dtype", "float32", "--run"], 600),
             ("swin_t_step", [py, f"{EXP}/device_check/swin_step.py", "--small"], 600),
             ("decoder_generate", [py, f"{EXP}/bench_generate.py", "--gpu", "--smoke"], 300),
+            ("attention_impls", [py, f"{EXP}/device_check/attention_impls.py", "--small"], 300),
         ]
     return [
         ("smoke", [py, f"{EXP}/device_check/smoke.py", "--out", f"{out}/smoke.json"], 75),
@@ -61,6 +66,7 @@ def steps(cpu_smoke: bool, out: str) -> list[tuple[str, list[str], int]]:
         ("mae_l16", [py, f"{EXP}/bench_mae.py", "--variant", "L/16", "--batch", "64", "--steps", "10"], 50),
         ("swin_t_step", [py, f"{EXP}/device_check/swin_step.py"], 50),
         ("decoder_generate", [py, f"{EXP}/bench_generate.py", "--gpu"], 35),
+        ("attention_impls", [py, f"{EXP}/device_check/attention_impls.py"], 120),
     ]
 
 
@@ -157,6 +163,9 @@ def figures(name: str, rec: dict) -> str:
             r = rows[-1]
             return (f"kernel {1e3 * r['pallas_step_s']:.1f} ms vs reference {1e3 * r['reference_step_s']:.1f} ms "
                     f"per step: {r['speedup']:.2f}x")
+        if name == "attention_impls" and rows:
+            r = {k: v for k, v in rows[-1].items() if k not in ("part", "backend")}
+            return ", ".join(f"{k} {v}" for k, v in r.items())
         if name == "decoder_generate" and rows:
             r = rows[-1]
             keys = [k for k in r if "tok" in k or "speedup" in k or "ratio" in k]
