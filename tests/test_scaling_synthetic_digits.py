@@ -18,7 +18,7 @@ def test_shapes_labels_and_registration():
     assert ex["image"].shape == (16, 16, 1) and ex["image"].dtype == np.uint8
     assert ex["label"].dtype == np.int32 and 0 <= ex["label"] < 10
     assert ex["file_name"] == "synthetic_digits/test[123]"
-    images, labels = src.arrays()
+    images, labels = src.arrays().values()
     assert images.shape == (10_000, 16, 16, 1) and labels.shape == (10_000,)
     counts = np.bincount(labels, minlength=10)
     assert counts.min() > 850 and counts.max() < 1150          # uniform classes, 1,000 expected each
@@ -39,12 +39,12 @@ def test_deterministic_prefix_stable_and_pinned():
     a = sd.SyntheticDigitsSource("train[:3000]")
     sd._chunk.cache_clear()                                      # regenerate from scratch
     b = sd.SyntheticDigitsSource("train[:8000]")
-    xa, ya = a.arrays()
-    xb, yb = b.arrays()
+    xa, ya = a.arrays().values()
+    xb, yb = b.arrays().values()
     assert np.array_equal(xa, xb[:3000]) and np.array_equal(ya, yb[:3000])
     # slices index the same stream; examples equal the arrays
     c = sd.SyntheticDigitsSource("train[2500:2600]")
-    assert np.array_equal(c.arrays()[0], xa[2500:2600])
+    assert np.array_equal(c.arrays()["image"], xa[2500:2600])
     assert np.array_equal(c[7]["image"], xa[2507]) and c[7]["label"] == ya[2507]
     x0, y0 = sd.render_chunk(0, 0, 0)
     assert np.array_equal(x0, xa[:sd.CHUNK]) and np.array_equal(y0, ya[:sd.CHUNK])
@@ -61,8 +61,8 @@ PINNED_LABELS, PINNED_MEAN = "151452bb98e4d32e", 52.2961
 
 
 def test_train_and_test_are_disjoint():
-    train, _ = sd.SyntheticDigitsSource("train[:20000]").arrays()
-    test, _ = sd.SyntheticDigitsSource("test").arrays()
+    train = sd.SyntheticDigitsSource("train[:20000]").arrays()["image"]
+    test = sd.SyntheticDigitsSource("test").arrays()["image"]
     key = lambda x: {hashlib.sha1(row.tobytes()).digest() for row in x}   # noqa: E731
     tr, te = key(train), key(test)
     assert len(tr) == len(train) and len(te) == len(test)       # no repeats inside a split either
@@ -72,8 +72,8 @@ def test_train_and_test_are_disjoint():
 def test_learnable_but_not_trivial():
     """Nearest class mean on raw pixels: far above chance (labels follow the images), far below
     perfect (the jitter, noise and pen make it a real learning problem)."""
-    x, y = sd.SyntheticDigitsSource("train[:10000]").arrays()
-    xt, yt = sd.SyntheticDigitsSource("test[:2000]").arrays()
+    x, y = sd.SyntheticDigitsSource("train[:10000]").arrays().values()
+    xt, yt = sd.SyntheticDigitsSource("test[:2000]").arrays().values()
     x, xt = x.reshape(len(x), -1) / 255.0, xt.reshape(len(xt), -1) / 255.0
     means = np.stack([x[y == c].mean(0) for c in range(10)])
     pred = np.argmin(((xt[:, None] - means[None]) ** 2).sum(-1), 1)
@@ -84,7 +84,7 @@ def test_learnable_but_not_trivial():
 def test_label_noise_and_its_floor():
     """5% of labels are redrawn uniformly (4.5% end up changed); the images are those of the drawn
     class. The floor is the entropy of the noisy label given the class."""
-    _, noisy = sd.SyntheticDigitsSource("test").arrays()
+    noisy = sd.SyntheticDigitsSource("test").arrays()["label"]
     clean = np.concatenate([sd.render_chunk(sd.DEFAULT_SEED, 1, c, clean=True)[1] for c in range(10)])[:10_000]
     changed = float((noisy != clean).mean())
     assert 0.035 < changed < 0.055, changed

@@ -234,15 +234,26 @@ def in_memory_plan(source, ops: Sequence[Callable], max_bytes: int = 1 << 30):
         return None
     arrays = arrays_fn()
     n = len(source)
+    if not (isinstance(arrays, Mapping) and arrays
+            and all(hasattr(v, "__len__") and len(v) == n for v in arrays.values())):
+        log.info("data: %s.arrays() does not give {key: [%d, ...]}; using the per-example path",
+                 type(source).__name__, n)
+        return None
 
     def record(i):
         return finalize(apply_ops({key: v[i] for key, v in arrays.items()}, ops[:k], None))
 
-    rows = [record(0)]
+    try:
+        rows = [record(0)]
+    except SkipExample:
+        return None                       # records the per-example path would skip: it counts them
     shapes = {key: np.shape(v) for key, v in rows[0].items()}
     if sum(np.asarray(v).nbytes for v in rows[0].values()) * n > max_bytes:
         return None
-    rows += [record(i) for i in range(1, n)]
+    try:
+        rows += [record(i) for i in range(1, n)]
+    except SkipExample:
+        return None
     if any({key: np.shape(v) for key, v in r.items()} != shapes for r in rows):
         return None                       # records of different shapes after the deterministic ops
     stacked = {key: np.stack([np.asarray(r[key]) for r in rows]) for key in shapes}

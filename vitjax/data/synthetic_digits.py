@@ -198,14 +198,15 @@ class SyntheticDigitsSource:
         return {"image": images[j % CHUNK], "label": labels[j % CHUNK],
                 "file_name": f"synthetic_digits/{self.base}[{j}]"}
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """All images [n, 16, 16, 1] and labels [n] of this split, in order."""
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every record at once, in order: {"image": [n, 16, 16, 1], "label": [n]} (the pipeline's
+        in-memory path)."""
         first, last = self.start // CHUNK, (self.stop - 1) // CHUNK
         parts = [_chunk(self.seed, self.code, c) for c in range(first, last + 1)]
         images = np.concatenate([p[0] for p in parts])
         labels = np.concatenate([p[1] for p in parts])
         off = first * CHUNK
-        return images[self.start - off:self.stop - off], labels[self.start - off:self.stop - off]
+        return {"image": images[self.start - off:self.stop - off], "label": labels[self.start - off:self.stop - off]}
 
     def __repr__(self):
         return f"SyntheticDigitsSource(split={self.split!r}, n={len(self)})"
