@@ -69,8 +69,9 @@ def get_config():
     c.input.batch_size = 128
     c.input.eval_batch_size = 120
     tok = dict(op="tokenize", **TOKENIZER)
-    c.input.train_ops = [dict(op="resize", size=16), dict(op="random_pad_crop", pad=2),
-                         dict(op="normalize", mean=0.5, std=0.5), tok]
+    # deterministic ops first (resize, tokenize): the in-memory path runs them once per record
+    c.input.train_ops = [dict(op="resize", size=16), tok, dict(op="random_pad_crop", pad=2),
+                         dict(op="normalize", mean=0.5, std=0.5)]
     c.input.eval_ops = [dict(op="resize", size=16), dict(op="normalize", mean=0.5, std=0.5), tok]
     c.input.num_threads = 0
     c.input.num_workers = 0

@@ -308,3 +308,70 @@ def test_resuming_with_the_other_input_path_is_refused_and_keeps_the_checkpoint(
     again = train_iterator(src, IN_MEMORY_OPS, 12, seed=0, in_memory=False)
     step, _ = Checkpointer(str(tmp_path), async_save=False).resume(abstract, again)
     assert step == 2 and same(take(again, 2), take(it, 2))
+
+
+def test_in_memory_captions_tokenized_once_per_record_and_empty_ones_fall_back(caplog):
+    """digit_captions + tokenize (deterministic, so run once per record): every batch row's tokens are
+    its own record's caption tokenized; a source with an empty caption (SkipExample) keeps the
+    per-example path, which skips and counts it."""
+    from vitjax.data.captions import DigitCaptionSource
+    from vitjax.data.text import get_tokenizer
+    src = DigitCaptionSource("test")
+    ops = [dict(op="resize", size=8), dict(op="tokenize", tokenizer="bytes", context_length=128),
+           dict(op="random_pad_crop", pad=1), dict(op="normalize")]
+    with caplog.at_level(logging.INFO, logger="vitjax.data"):
+        batches = take(train_iterator(src, ops, 16, seed=0), 3)
+    assert "in-memory fast path: 360 records; 2 deterministic op(s) applied once, 2 per batch" in caplog.text
+    tok = get_tokenizer("bytes")
+    texts = src.arrays()["text"]
+    rows = 0
+    for b in batches:
+        assert sorted(b) == ["image", "label", "tokens"] and b["tokens"].shape == (16, 128)
+        # the row's record: the one whose label and caption tokens match (captions repeat rarely)
+        for label, ids in zip(b["label"], b["tokens"]):
+            want = [i for i, t in enumerate(texts) if np.array_equal(tok.tokenize(str(t), 128)[0], ids)]
+            assert want and all(int(src[i]["label"]) == int(label) for i in want)
+            rows += 1
+    assert rows == 48
+
+    class WithEmpty(DigitCaptionSource):
+        def arrays(self):
+            a = super().arrays()
+            a["text"][5] = " "
+            return a
+
+        def __getitem__(self, i):
+            ex = super().__getitem__(i)
+            return dict(ex, text=" ") if i == 5 else ex
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="vitjax.data"):
+        it = train_iterator(WithEmpty("test"), ops, 16, seed=0)
+        take(it, 1)
+    assert "in-memory fast path" not in caplog.text
+
+
+def test_scaling_sweeps_synthetic_digits_take_the_in_memory_path(caplog):
+    """configs/scaling_digits.py's data (synthetic_digits, normalize only): the in-memory path, whose
+    rows are the records normalised; a source whose arrays() is not {key: [N, ...]} keeps the
+    per-example path instead of failing."""
+    from vitjax.data.synthetic_digits import SyntheticDigitsSource
+    src = SyntheticDigitsSource("train[:300]")
+    ops = [dict(op="normalize", mean=0.5, std=0.5)]
+    with caplog.at_level(logging.INFO, logger="vitjax.data"):
+        batch = take(train_iterator(src, ops, 100, seed=0), 3)
+    assert "in-memory fast path: 300 records; 1 deterministic op(s) applied once, 0 per batch" in caplog.text
+    want = src.arrays()
+    labels = np.concatenate([b["label"] for b in batch])
+    assert sorted(labels.tolist()) == sorted(want["label"].tolist())           # one epoch: every record
+    img = batch[0]["image"][0]
+    matches = [i for i in range(300) if np.allclose(img, (want["image"][i] / 255.0 - 0.5) / 0.5, atol=1e-6)]
+    assert matches and want["label"][matches[0]] == batch[0]["label"][0]
+
+    class TupleArrays(SyntheticDigitsSource):
+        def arrays(self):
+            return tuple(super().arrays().values())
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="vitjax.data"):
+        other = take(train_iterator(TupleArrays("train[:300]"), ops, 100, seed=0), 1)
+    assert "TupleArrays.arrays() does not give {key: [300, ...]}; using the per-example path" in caplog.text
+    assert other[0]["image"].shape == (100, 16, 16, 1)

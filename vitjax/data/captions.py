@@ -102,6 +102,10 @@ class DigitCaptionSource:
         rng = np.random.default_rng([self.seed, SPLIT_SEEDS[self.split], int(i)])
         return make_caption(int(self._digits.labels[i]), self._styles[i], rng)
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every record at once ({"image", "label", "text"}): the pipeline's in-memory path."""
+        return dict(self._digits.arrays(), text=np.array([self.caption(i) for i in range(len(self))]))
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         ex = self._digits[i]
         return dict(ex, text=self.caption(i), file_name=f"digit_captions/{self.split}[{i}]")

@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from vitjax.data.bad_input import SkipExample, count
+from vitjax.data.image_ops import deterministic
 from vitjax.data.registry import register_op
 
 log = logging.getLogger("vitjax.data")
@@ -227,7 +228,8 @@ def _note_truncation(context_length: int) -> None:
 @register_op("tokenize")
 def tokenize(tokenizer: str = "bytes", context_length: int = 77, path: str | None = None,
              key: str = "text", out_key: str = "tokens"):
-    """Caption ``key`` (str) -> ``out_key`` int32 [context_length]; empty captions are dropped."""
+    """Caption ``key`` (str) -> ``out_key`` int32 [context_length]; empty captions are dropped.
+    Deterministic: the in-memory path tokenizes each record once."""
     tok = get_tokenizer(tokenizer, path)
 
     def op(ex, rng):
@@ -240,4 +242,4 @@ def tokenize(tokenizer: str = "bytes", context_length: int = 77, path: str | Non
         if truncated:
             _note_truncation(context_length)
         return dict(ex, **{out_key: ids})
-    return op
+    return deterministic(op)
