@@ -72,8 +72,8 @@ def get_config():
     # The per-example input path: the measurements above were made on it. Moving `tok` before the
     # random crop would put this demo on the in-memory path (pipeline 21 -> 0.3 ms per batch, run/bare
     # step 1.07 -> 1.02), but over 5 training seeds it scored zero-shot 0.961-0.969 against
-    # 0.967-0.978 here (means 0.966 vs 0.973), a gap no check of the two paths' batches explained (same records, pairs,
-    # shifts and per-epoch permutations), so the measured path stays the default.
+    # 0.967-0.978 here (means 0.966 vs 0.973), a gap no check of the two paths' batches explained
+    # (same records, pairs, shifts and per-epoch permutations), so the measured path stays the default.
     c.input.train_ops = [dict(op="resize", size=16), dict(op="random_pad_crop", pad=2),
                          dict(op="normalize", mean=0.5, std=0.5), tok]
     c.input.eval_ops = [dict(op="resize", size=16), dict(op="normalize", mean=0.5, std=0.5), tok]
