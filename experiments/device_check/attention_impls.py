@@ -25,6 +25,10 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "experiments"))
 
 IMPLS = ("xla", "cudnn", "pallas")
+# The ViT step's batch/steps/warmup/model overrides and the kernels' lengths/heads/repeats.
+SIZES = {"full": dict(batch=128, steps=10, warmup=3, overrides={}, lengths=(4096, 16384), heads=12, repeats=5),
+         "small": dict(batch=2, steps=2, warmup=1, overrides=dict(depth=2, image_size=32), lengths=(256, 512),
+                       heads=2, repeats=1)}
 
 
 def vit_steps(impls, batch: int, steps: int, warmup: int, overrides: dict) -> list[dict]:
@@ -80,20 +84,16 @@ def summary(vit: list[dict], kern: list[dict], unavailable=()) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--small", action="store_true", help="toy sizes: a 1-block ViT, 256/512 tokens (CPU check)")
+    p.add_argument("--small", action="store_true", help="toy sizes: a 2-block ViT, 256/512 tokens (CPU check)")
     p.add_argument("--impls", default=",".join(IMPLS))
     args = p.parse_args(argv)
     import jax
     from vitjax.models.attention import available
-    impls = args.impls.split(",")
-    if args.small:
-        vit = vit_steps(impls, batch=2, steps=2, warmup=1, overrides=dict(depth=2, image_size=32))
-        kern_impls = [i for i in impls if i in available()]
-        kern = kernels(kern_impls, (256, 512), heads=2, head_dim=64, repeats=1)
-    else:
-        vit = vit_steps(impls, batch=128, steps=10, warmup=3, overrides={})
-        kern = kernels([i for i in impls if i in available()], (4096, 16384), heads=12, head_dim=64, repeats=5)
-    missing = [i for i in impls if i not in available()]
+    impls, here = args.impls.split(","), available()
+    z = SIZES["small" if args.small else "full"]
+    vit = vit_steps(impls, batch=z["batch"], steps=z["steps"], warmup=z["warmup"], overrides=z["overrides"])
+    kern = kernels([i for i in impls if i in here], z["lengths"], heads=z["heads"], head_dim=64, repeats=z["repeats"])
+    missing = [i for i in impls if i not in here]
     print(json.dumps({"part": "summary", "backend": jax.default_backend(), "unavailable_here": missing,
                       **summary(vit, kern, missing)}), flush=True)
     return 0

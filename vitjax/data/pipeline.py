@@ -244,16 +244,13 @@ def in_memory_plan(source, ops: Sequence[Callable], max_bytes: int = 1 << 30):
         return finalize(apply_ops({key: v[i] for key, v in arrays.items()}, ops[:k], None))
 
     try:
-        rows = [record(0)]
+        first = record(0)
+        if sum(np.asarray(v).nbytes for v in first.values()) * n > max_bytes:
+            return None
+        rows = [first] + [record(i) for i in range(1, n)]
     except SkipExample:
         return None                       # records the per-example path would skip: it counts them
-    shapes = {key: np.shape(v) for key, v in rows[0].items()}
-    if sum(np.asarray(v).nbytes for v in rows[0].values()) * n > max_bytes:
-        return None
-    try:
-        rows += [record(i) for i in range(1, n)]
-    except SkipExample:
-        return None
+    shapes = {key: np.shape(v) for key, v in first.items()}
     if any({key: np.shape(v) for key, v in r.items()} != shapes for r in rows):
         return None                       # records of different shapes after the deterministic ops
     stacked = {key: np.stack([np.asarray(r[key]) for r in rows]) for key in shapes}

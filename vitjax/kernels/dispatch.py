@@ -36,10 +36,9 @@ monkeypatch to lower the GPU (Triton) and TPU (Mosaic) paths from a CPU host wit
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import importlib
 import logging
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
