@@ -41,7 +41,11 @@ def main(argv=None) -> int:
     from vitjax.evals.detection import postprocess
     from vitjax.training.workdir import class_names, load_workdir
 
-    config, model, params = load_workdir(args.workdir, args.step)
+    try:
+        config, model, params = load_workdir(args.workdir, args.step)
+    except (ValueError, FileNotFoundError) as e:    # not a workdir, a damaged or missing step
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not hasattr(model, "num_queries") and not hasattr(model, "num_detection_tokens"):
         print(f"error: {args.workdir} holds a {type(model).__name__}, not a DETR/YOLOS detector", file=sys.stderr)
         return 2

@@ -72,21 +72,19 @@ def main(argv=None) -> int:
 
     from PIL import Image
 
-    from vitjax.training.workdir import load_workdir, weights_for, workdir_model
+    from vitjax.training.workdir import load_evaluated
     from vitjax.data import eval_batches
     from vitjax.data.sources import get_eval_source
     from vitjax.evals.attention import cls_attention_maps
     from vitjax.models.dino import DINO
     from vitjax.models.mae import MAE
 
-    _, model = workdir_model(args.workdir)
-    is_dino = isinstance(model, DINO)
     try:
-        weights = weights_for(model, args.student, args.workdir)
-    except ValueError as e:
+        config, model, params = load_evaluated(args.workdir, args.step, args.student)
+    except (ValueError, FileNotFoundError) as e:      # not a workdir, --student on a non-DINO, a bad step
         print(f"error: {e}", file=sys.stderr)
         return 2
-    config, model, params = load_workdir(args.workdir, args.step, weights=weights)
+    is_dino = isinstance(model, DINO)
     if isinstance(model, MAE):
         from vitjax.interop import mae as mx
         model, params = mx.encoder_model(model), mx.encoder_params(params)

@@ -84,7 +84,11 @@ def main(argv=None) -> int:
     from vitjax.generation import generate, pick_best
     from vitjax.training.workdir import load_workdir
 
-    config, model, params = load_workdir(args.workdir)
+    try:
+        config, model, params = load_workdir(args.workdir)
+    except (ValueError, FileNotFoundError) as e:    # not a workdir, a damaged or missing step
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     palette = np.asarray(config.data.palette, np.uint8)
     h, w, _ = config.data.image_shape
     source = get_eval_source(config.input.data, config.input.get("eval_data"))

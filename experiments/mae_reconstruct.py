@@ -60,7 +60,11 @@ def main(argv=None) -> int:
     from vitjax.data.sources import get_eval_source
     from vitjax.models.mae import MAE
 
-    config, model, params = load_workdir(args.workdir, args.step)
+    try:
+        config, model, params = load_workdir(args.workdir, args.step)
+    except (ValueError, FileNotFoundError) as e:    # not a workdir, a damaged or missing step
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not isinstance(model, MAE):
         print(f"error: {args.workdir} holds a {type(model).__name__}, not an MAE", file=sys.stderr)
         return 2

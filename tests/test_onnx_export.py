@@ -48,8 +48,7 @@ def workdir(run, monkeypatch):
     """``python -m vitjax.export``'s workdir reading answers with ``run`` (training a workdir would
     cost this file's budget; the workdir flow is tests/test_export_env.py's)."""
     config, model, params = run
-    monkeypatch.setattr(export_cli, "workdir_model", lambda wd: (config, model))
-    monkeypatch.setattr(export_cli, "load_workdir", lambda wd, step, weights: (config, model, params))
+    monkeypatch.setattr(export_cli, "load_evaluated", lambda wd, step, student: (config, model, params))
     monkeypatch.setattr(export_cli, "class_names", lambda wd, cfg, n: [f"digit {i}" for i in range(n)])
     return "unused-workdir"
 

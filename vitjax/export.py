@@ -45,7 +45,7 @@ from vitjax.interop.onnx import export_onnx, onnx_load_snippet
 from vitjax.interop.registry import export_folder
 from vitjax.interop.state_dict import load_snippet
 from vitjax.models.dino import DINO
-from vitjax.training.workdir import class_names, load_workdir, weights_for, workdir_model
+from vitjax.training.workdir import class_names, load_evaluated
 
 
 def main(argv=None) -> int:
@@ -60,14 +60,12 @@ def main(argv=None) -> int:
                    help="DINO: export the student's backbone (default: the EMA teacher's, as the paper)")
     args = p.parse_args(argv)
 
-    _, model = workdir_model(args.workdir)
-    is_dino = isinstance(model, DINO)
     try:
-        weights = weights_for(model, args.student, args.workdir)
-    except ValueError as e:
+        config, model, params = load_evaluated(args.workdir, args.step, args.student)
+    except (ValueError, FileNotFoundError) as e:      # not a workdir, --student on a non-DINO, a bad step
         print(f"error: {e}", file=sys.stderr)
         return 2
-    config, model, params = load_workdir(args.workdir, args.step, weights=weights)
+    is_dino = isinstance(model, DINO)
     params = jax.tree.map(np.asarray, params)
     try:
         n_classes = int(getattr(model, "num_classes", 0) or 0)

@@ -27,7 +27,7 @@ from vitjax.data.pixel_tokens import image_to_tokens, tokens_to_image
 from vitjax.data.sources import get_eval_source
 from vitjax.data.text import get_tokenizer
 from vitjax.generation import SELECTS, check_vocab, generate
-from vitjax.training.workdir import load_workdir, weights_for, workdir_model
+from vitjax.training.workdir import load_evaluated
 
 
 def run_tokenizer(config, override: str | None = None):
@@ -128,8 +128,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     try:
-        _, model = workdir_model(args.workdir)
-        config, model, params = load_workdir(args.workdir, args.step, weights=weights_for(model, False, args.workdir))
+        config, model, params = load_evaluated(args.workdir, args.step)
         sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                         rng=jax.random.key(args.seed), best_of=args.best_of,
                         select=args.select)

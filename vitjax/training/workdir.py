@@ -116,6 +116,14 @@ def load_workdir(workdir: str, step: int | None = None, weights: str = "params")
 load = load_workdir
 
 
+def load_evaluated(workdir: str, step: int | None = None, student: bool = False):
+    """``load_workdir`` with the weights a run is evaluated, exported and sampled with: a DINO
+    workdir's EMA teacher (its student with ``student``), any other model's parameters. ``student`` on
+    a workdir that is not DINO's is ``weights_for``'s ValueError."""
+    _, model = workdir_model(workdir)
+    return load_workdir(workdir, step, weights=weights_for(model, student, workdir))
+
+
 def record_run(workdir: str, config, resumed_step: int | None, source, num_classes) -> None:
     """What a starting run keeps in its workdir (main process only): ``config.json`` (a resume with a
     changed config logs the changes and keeps the old file) and ``class_names.json``, the training
