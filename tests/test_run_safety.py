@@ -88,7 +88,10 @@ def test_damaged_latest_checkpoint_falls_back_and_is_kept(run4, tmp_path, caplog
     assert "checkpoint step 4" in warnings[0] and "damaged" in warnings[0] and "using step 2" in warnings[0]
     evals = [r for r in map(json.loads, (wd / "metrics.jsonl").read_text().splitlines()) if r.get("source")]
     assert evals[-1]["step"] == 2
-    _, _, params2 = load_workdir(str(wd))             # load: the step-2 weights
+    _, _, params2, step = load_workdir(str(wd), with_step=True)    # load: the step-2 weights, and says so
+    assert step == 2
+    from vitjax.predict import Predictor
+    assert Predictor(str(wd)).step == 2                 # what predict's JSON reports as the step used
     assert _files(wd / "checkpoints" / "4") == damaged
     # The damaged step asked for by name: one line, no fallback.
     with pytest.raises(CheckpointDamagedError, match=r"^checkpoint step 4 in .* is damaged \(.*\); choose") as e:

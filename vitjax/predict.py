@@ -46,7 +46,7 @@ from vitjax.data.image_io import decode
 from vitjax.data.ops import apply_ops, build_ops
 from vitjax.models.vit import ViT
 from vitjax.objectives import create_objective
-from vitjax.training.workdir import class_names, latest_step, load_evaluated
+from vitjax.training.workdir import class_names, load_evaluated
 
 log = logging.getLogger("vitjax.predict")
 
@@ -84,8 +84,8 @@ class Predictor:
     """
 
     def __init__(self, workdir: str, step: int | None = None, batch_size: int = 32):
-        self.config, self.model, self.params = load_evaluated(workdir, step)      # DINO: the EMA teacher
-        self.step = latest_step(workdir) if step is None else int(step)
+        # DINO: the EMA teacher; step: the one read (a damaged latest falls back to an older one)
+        self.config, self.model, self.params, self.step = load_evaluated(workdir, step, with_step=True)
         self.workdir, self.batch_size = workdir, max(1, int(batch_size))
         self.ops = build_ops(self.config.input.eval_ops)
         self.in_channels = int(getattr(self.model, "in_channels", 3))

@@ -72,9 +72,10 @@ def workdir_model(workdir: str):
     return config, build_model(config)
 
 
-def load_workdir(workdir: str, step: int | None = None, weights: str = "params"):
+def load_workdir(workdir: str, step: int | None = None, weights: str = "params", *, with_step: bool = False):
     """``(config, model, params)`` from ``workdir``: its config.json and its latest (or given)
-    checkpoint, with params as host-local arrays on the first device.
+    checkpoint, with params as host-local arrays on the first device; ``with_step``: ``(config,
+    model, params, step)``, the step the weights are from.
 
     ``weights``: "params" (the trained parameters; for DINO the student) or "teacher" (DINO's EMA
     teacher, the network the paper evaluates and releases; same tree as the params). A workdir whose
@@ -107,21 +108,21 @@ def load_workdir(workdir: str, step: int | None = None, weights: str = "params")
         return ckpt.restore_extra(step, "teacher", target)
 
     try:
-        _, params, _ = ckpt.newest_intact(read, step)
+        loaded, params, _ = ckpt.newest_intact(read, step)
     finally:
         ckpt.close()
-    return config, model, params
+    return (config, model, params, loaded) if with_step else (config, model, params)
 
 
 load = load_workdir
 
 
-def load_evaluated(workdir: str, step: int | None = None, student: bool = False):
+def load_evaluated(workdir: str, step: int | None = None, student: bool = False, *, with_step: bool = False):
     """``load_workdir`` with the weights a run is evaluated, exported and sampled with: a DINO
     workdir's EMA teacher (its student with ``student``), any other model's parameters. ``student`` on
     a workdir that is not DINO's is ``weights_for``'s ValueError."""
     _, model = workdir_model(workdir)
-    return load_workdir(workdir, step, weights=weights_for(model, student, workdir))
+    return load_workdir(workdir, step, weights=weights_for(model, student, workdir), with_step=with_step)
 
 
 def record_run(workdir: str, config, resumed_step: int | None, source, num_classes) -> None:
