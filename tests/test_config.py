@@ -30,7 +30,7 @@ def test_unknown_key_lists_nearest():
 
 
 def test_wrong_type_is_named():
-    with pytest.raises(ConfigError, match=r"--config.train.seed='abc': expected a int"):
+    with pytest.raises(ConfigError, match=r"--config.train.seed='abc': expected an integer \(the current value is 0\)"):
         apply_overrides(load_config_file(DIGITS), ["--config.train.seed=abc"])
 
 

@@ -105,8 +105,10 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
         return ml_collections.ConfigDict(value)
     elif isinstance(value, type(current)):
         return value
-    raise ConfigError(f"--config.{key}={text!r}: expected a {type(current).__name__} "
-                      f"(the current value is {current!r})")
+    kind = {"int": "an integer", "float": "a number", "bool": "True or False", "str": "a string",
+            "list": "a list", "tuple": "a list", "ConfigDict": "a dict"}.get(type(current).__name__,
+                                                                            f"a {type(current).__name__}")
+    raise ConfigError(f"--config.{key}={text!r}: expected {kind} (the current value is {current!r})")
 
 
 def set_key(config: ml_collections.ConfigDict, key: str, text: str,
