@@ -2,6 +2,7 @@
 
     config, model, params = vitjax.load("workdirs/run")                  # == load_workdir
     config, model, params = load_workdir(W, weights="teacher")           # DINO's EMA teacher
+    config, model, params = load_evaluated(W)    # what export/predict/generate read: DINO's teacher, else params
 
 One module serves ``vitjax.load``, ``python -m vitjax.evaluate``, ``vitjax.probe``,
 ``vitjax.export`` and init-from-weights (``vitjax.training.init_weights``).
