@@ -478,7 +478,8 @@ def run_sweep(sweep: ml_collections.ConfigDict, sweep_dir: str, *, devices=None,
         else:
             se = f" +- {record['loss_se']:.4f}" if record.get("loss_se") is not None else ""
             log(f"{tag}: eval loss {record['loss']:.4f}{se}, top-1 {record['top1']:.4f}, N={record['N']:,} "
-                f"({record['N_nonembed']:,} non-embedding), D={record['D']:,}, C={record['C'] or float('nan'):.3g} FLOPs, {record['wall_s']:.0f}s")
+                f"({record['N_nonembed']:,} non-embedding), D={record['D']:,}, "
+                f"C={record['C'] or float('nan'):.3g} FLOPs, {record['wall_s']:.0f}s")
         if writer:
             write_runs_jsonl(sweep_dir, [s.name for s in specs])
     records = read_records(sweep_dir, [s.name for s in specs])

@@ -87,6 +87,12 @@ def load_workdir(workdir: str, step: int | None = None, weights: str = "params",
     if weights not in WEIGHTS:
         raise ValueError(f"weights={weights!r}; choose one of {list(WEIGHTS)}")
     config, model = workdir_model(workdir)
+    return _read_weights(workdir, config, model, step, weights, with_step)
+
+
+def _read_weights(workdir: str, config, model, step: int | None, weights: str, with_step: bool):
+    """``load_workdir``'s checkpoint read, for the ``config`` and ``model`` already built from
+    ``workdir``."""
     abstract = model_param_shapes(model)
     dev = SingleDeviceSharding(jax.devices()[0])
     target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=dev), abstract)
@@ -122,8 +128,8 @@ def load_evaluated(workdir: str, step: int | None = None, student: bool = False,
     """``load_workdir`` with the weights a run is evaluated, exported and sampled with: a DINO
     workdir's EMA teacher (its student with ``student``), any other model's parameters. ``student`` on
     a workdir that is not DINO's is ``weights_for``'s ValueError."""
-    _, model = workdir_model(workdir)
-    return load_workdir(workdir, step, weights=weights_for(model, student, workdir), with_step=with_step)
+    config, model = workdir_model(workdir)
+    return _read_weights(workdir, config, model, step, weights_for(model, student, workdir), with_step)
 
 
 def record_run(workdir: str, config, resumed_step: int | None, source, num_classes) -> None:
